@@ -1,0 +1,118 @@
+"""Time a plain fine-tuning step and a PtR step side by side, in one process.
+
+    python benchmarks/step_cost.py                       # resnet18, CPU, batch 20, 112 px
+    python benchmarks/step_cost.py --arch resnet50 --device cuda --bf16 --size 224 --batch 64
+
+Three steps are timed, interleaved round by round so drift affects all alike:
+  ft     L_ce backward + SGD step
+  ptr    pseudo_task_loss (head-only gradient for dL_ce/drep) + ONE backward + step
+  naive  a full backward to read dL_ce/drep, then the backward of L_ce + w L_ptr + step
+and the medians and ratios to ft are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from ptr_lightning.backbones import build_backbone_and_head
+from ptr_lightning.paths import CONFIG_DIR
+from ptr_lightning.ptr import draw_targets, pseudo_task_loss, regression_loss
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--arch", default="resnet18", help="a conf/model/*.yaml name")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch", type=int, default=20)
+    p.add_argument("--size", type=int, default=112)
+    p.add_argument("--classes", type=int, default=100)
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--warmup", type=int, default=3)
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    model_cfg = OmegaConf.load(CONFIG_DIR / "model" / f"{args.arch}.yaml")
+    model_cfg.weights = None
+    backbone, head, _ = build_backbone_and_head(model_cfg, args.classes)
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    backbone = backbone.to(device, memory_format=memory_format)
+    head = head.to(device)
+    params = list(backbone.parameters()) + list(head.parameters())
+    optimizer = torch.optim.SGD(params, lr=1e-3, momentum=0.9, weight_decay=1e-4)
+    images = torch.randn(args.batch, 3, args.size, args.size, device=device)
+    images = images.to(memory_format=memory_format)
+    labels = torch.randint(0, args.classes, (args.batch,), device=device)
+    generator = torch.Generator(device=device).manual_seed(0)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
+
+    def forward():
+        with autocast:
+            features = backbone(images)
+            ce = F.cross_entropy(head(features), labels)
+        return features, ce
+
+    def step(loss):
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def ft():
+        step(forward()[1])
+
+    def ptr():
+        features, ce = forward()
+        total, _ = pseudo_task_loss(features, ce, R=3.0, generator=generator)
+        step(total)
+
+    def naive():
+        features, ce = forward()
+        features.retain_grad()
+        ce.backward(retain_graph=True)  # a full backward just to read dL_ce/drep
+        g_ce = features.grad.float().norm(dim=1).mean()
+        features32 = features.float()
+        ptr_loss = regression_loss(features32, draw_targets(features, 1.0, generator))
+        (g,) = torch.autograd.grad(ptr_loss, features32, retain_graph=True)
+        w = (g_ce / (g.norm(dim=1).mean() * 3.0)).detach()
+        step(ce + w * ptr_loss)
+
+    def timed(fn) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    steps = {"ft": ft, "ptr": ptr, "naive": naive}
+    for _ in range(args.warmup):
+        for fn in steps.values():
+            fn()
+    times = {name: [] for name in steps}
+    for _ in range(args.rounds):
+        for name, fn in steps.items():
+            times[name].append(timed(fn))
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    print(
+        f"{args.arch} on {device.type}, batch {args.batch}, {args.size}px, "
+        f"bf16={args.bf16}, channels_last={args.channels_last}, "
+        f"threads={torch.get_num_threads()}, {args.rounds} rounds"
+    )
+    for name, median in medians.items():
+        print(f"  {name:5s} {median * 1000:8.1f} ms/step   x{median / medians['ft']:.3f} of ft")
+
+
+if __name__ == "__main__":
+    main()

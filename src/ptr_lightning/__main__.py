@@ -1,0 +1,19 @@
+"""``python -m ptr_lightning [overrides]`` and the ``ptr-lightning`` console script."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from ptr_lightning.paths import CONFIG_DIR
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    from ptr_lightning.train import objective, train  # keep --help and tab completion fast
+
+    return objective(cfg, train(cfg))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Data sets: archive readers, image decoding and data modules."""

@@ -1,0 +1,120 @@
+"""scikit-learn's handwritten digits as a few-shot transfer task that needs no download.
+
+1797 8x8 grey images of 10 classes ship inside scikit-learn. They are upscaled to a small RGB
+size, ``train_per_class`` images per class are the (few-shot) training set and the rest is
+split into validation and test, all drawn with ``split_seed`` (independent of the training
+seed, so several training seeds share one split). ``classes`` selects a subset (relabelled
+0..k-1), e.g. digits 0-4 as a source task and 5-9 as a target task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from ptr_lightning.errors import ConfigError
+
+
+def digits_images(image_size: int) -> tuple[torch.Tensor, np.ndarray]:
+    """All 1797 digits as uint8 RGB (N, 3, S, S) and their labels."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    grey = torch.from_numpy(digits.images).float().unsqueeze(1) / 16.0  # values are 0..16
+    grey = F.interpolate(grey, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    images = (grey.clamp(0, 1) * 255).round().to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    return images, digits.target
+
+
+def few_shot_split(
+    labels: np.ndarray, *, train_per_class: int, val_fraction: float, split_seed: int
+) -> dict[str, np.ndarray]:
+    """Indices per split: ``train_per_class`` per class to train, the rest split val/test."""
+    rng = np.random.default_rng(split_seed)
+    splits: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
+    for label in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == label))
+        rest = idx[train_per_class:]
+        n_val = int(round(val_fraction * len(rest)))
+        splits["train"].append(idx[:train_per_class])
+        splits["val"].append(rest[:n_val])
+        splits["test"].append(rest[n_val:])
+    return {name: np.sort(np.concatenate(parts)) for name, parts in splits.items()}
+
+
+class DigitsDataModule(L.LightningDataModule):
+    """Few-shot digits; items are ``(uint8 image (3, S, S), label)``."""
+
+    def __init__(
+        self,
+        *,
+        image_size: int = 32,
+        train_per_class: int = 10,
+        val_fraction: float = 0.5,
+        classes: Sequence[int] | None = None,
+        split_seed: int = 0,
+        batch_size: int = 20,
+        eval_batch_size: int = 256,
+        num_workers: int = 0,
+        name: str = "digits",
+    ) -> None:
+        super().__init__()
+        self.classes = list(range(10)) if classes is None else [int(c) for c in classes]
+        if not self.classes or any(c not in range(10) for c in self.classes):
+            raise ConfigError(f"dataset.classes={classes} must be a non-empty subset of 0..9")
+        if not 1 <= train_per_class < 170:
+            raise ConfigError(
+                f"dataset.train_per_class={train_per_class} must be in 1..169 (each digit has "
+                "at least 174 images and some must remain for val/test)"
+            )
+        self.image_size, self.train_per_class = image_size, train_per_class
+        self.val_fraction, self.split_seed = val_fraction, split_seed
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.num_workers, self.name = num_workers, name
+        self.class_names = [str(c) for c in self.classes]
+        self.num_classes = len(self.classes)
+        self.split_indices: dict[str, np.ndarray] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.split_indices:
+            return
+        images, labels = digits_images(self.image_size)
+        keep = np.isin(labels, self.classes)
+        remap = {c: i for i, c in enumerate(self.classes)}
+        kept = np.flatnonzero(keep)
+        labels = np.array([remap[c] for c in labels[keep]])
+        splits = few_shot_split(
+            labels,
+            train_per_class=self.train_per_class,
+            val_fraction=self.val_fraction,
+            split_seed=self.split_seed,
+        )
+        # Indices into scikit-learn's array, so a saved split names the exact images used.
+        self.split_indices = {name: kept[idx] for name, idx in splits.items()}
+        for name, idx in splits.items():
+            data = TensorDataset(images[kept[idx]], torch.from_numpy(labels[idx]).long())
+            setattr(self, f"{name}_dataset", data)
+
+    def _loader(self, dataset, *, train: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            drop_last=False,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_dataset, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_dataset, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_dataset, train=False)

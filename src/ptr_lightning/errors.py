@@ -1,0 +1,9 @@
+"""Errors that tell the user what was wrong and what to do."""
+
+
+class ConfigError(ValueError):
+    """A configuration key holds a value outside what is allowed."""
+
+
+class WeightsError(RuntimeError):
+    """Pre-trained weights could not be found, read or fitted to the backbone."""

@@ -1,0 +1,96 @@
+"""PtR and its zero-target ablation FNP, as regularizer modules."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ptr_lightning.ptr import REGRESSION_LOSSES, pseudo_task_loss
+from ptr_lightning.regularizers.base import Regularizer, StepTensors
+
+
+class PseudoTask(Regularizer):
+    """Pseudo-task Regularization (Zhong & Maki, CVPR 2020, Algorithm 1).
+
+    ``L = L_ce + w * f_reg(rep, t)``, ``t ~ Uniform[0, 2m)`` drawn fresh every batch,
+    ``w = mean_j ||dL_ce/drep_j|| / (mean_j ||dL_ptr/drep_j|| * R)`` recomputed every batch;
+    see :func:`ptr_lightning.ptr.pseudo_task_loss`. Gated: on once the epoch-mean CE < T.
+
+    The targets come from a generator of their own (seeded with ``seed``), so drawing them does
+    not shift the random stream that dropout and augmentation use: FNP, PtR and plain
+    fine-tuning with one seed see the same dropout masks until their weights differ.
+    """
+
+    gated = True
+
+    def __init__(
+        self, R: float, m: float = 1.0, T: float = 1.0, loss: str = "smooth_l1", seed: int = 0
+    ) -> None:
+        super().__init__()
+        if not R > 0:
+            raise ValueError(f"regularizer.R must be > 0, got {R}")
+        if not m >= 0:
+            raise ValueError(f"regularizer.m must be >= 0, got {m}")
+        if not T >= 0:
+            raise ValueError(f"regularizer.T must be >= 0, got {T}")
+        if loss not in REGRESSION_LOSSES:
+            raise ValueError(
+                f"regression loss {loss!r} unknown; use regression=sml1 or regression=l2"
+            )
+        self.R, self.m, self.T = float(R), float(m), float(T)
+        self.loss, self.seed = loss, int(seed)
+        self._generator: torch.Generator | None = None
+        self._pending_generator_state: Tensor | None = None
+        # A data-parallel mean of the gradient norms, set by the LightningModule under DDP.
+        self.reduce = None
+
+    def targets(self, features: Tensor) -> Tensor | None:
+        """Targets for this batch; ``None`` lets :func:`pseudo_task_loss` draw Uniform[0, 2m)."""
+        return None
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        if self._generator is None or self._generator.device != device:
+            self._generator = torch.Generator(device=device)
+            self._generator.manual_seed(self.seed)
+            if self._pending_generator_state is not None:
+                self._generator.set_state(self._pending_generator_state)
+                self._pending_generator_state = None
+        return self._generator
+
+    def generator_state(self) -> Tensor | None:
+        return None if self._generator is None else self._generator.get_state()
+
+    def load_generator_state(self, state: Tensor | None) -> None:
+        self._generator, self._pending_generator_state = None, state
+
+    def forward(self, ce_loss: Tensor, step: StepTensors) -> tuple[Tensor, dict[str, Tensor]]:
+        if not self.active:
+            return ce_loss, {}
+        features = step.features
+        total, stats = pseudo_task_loss(
+            features,
+            ce_loss,
+            R=self.R,
+            m=self.m,
+            loss=self.loss,
+            targets=self.targets(features),
+            generator=self.generator(features.device),
+            reduce=self.reduce,
+        )
+        return total, {
+            "train/ptr_loss": stats["ptr_loss"],
+            "ptr/w": stats["w"],
+            "ptr/g_ce": stats["g_ce"],
+            "ptr/g_ptr": stats["g_ptr"],
+        }
+
+
+class FeatureNormPenalty(PseudoTask):
+    """FNP: PtR's balancing with targets 0, ``L = L_ce + w * f_reg(rep, 0)``.
+
+    The paper's ablation (Section 2.3, Tables 2-5): the same gradient-norm balancing as PtR but
+    a static target, so the regularizing gradient has lower variance. ``m`` is unused.
+    """
+
+    def targets(self, features: Tensor) -> Tensor:
+        return torch.zeros(features.shape, device=features.device, dtype=torch.float32)

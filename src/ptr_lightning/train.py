@@ -1,0 +1,133 @@
+"""``train(cfg)``: one fine-tuning run from a composed Hydra config, returning its metrics."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from ptr_lightning.backbones import build_backbone_and_head
+from ptr_lightning.callbacks import PseudoTaskSwitch
+from ptr_lightning.config_checks import check_config
+from ptr_lightning.loggers import finish_wandb
+from ptr_lightning.module import FineTuner
+from ptr_lightning.outputs import write_atomic, write_json
+
+log = logging.getLogger(__name__)
+
+
+def build_module(cfg: DictConfig, num_classes: int) -> FineTuner:
+    backbone, head, source_classifier = build_backbone_and_head(cfg.model, num_classes)
+    return FineTuner(
+        backbone,
+        head,
+        instantiate(cfg.regularizer),
+        source_classifier=source_classifier,
+        num_classes=num_classes,
+        lr=cfg.model.lr,
+        momentum=cfg.optimizer.momentum,
+        weight_decay=cfg.model.weight_decay,
+        head_lr_mult=cfg.model.head_lr_mult,
+    )
+
+
+def build_callbacks(cfg: DictConfig, module: FineTuner, out: Path) -> list[L.Callback]:
+    callbacks: list[L.Callback] = []
+    if module.regularizer.gated:
+        callbacks.append(PseudoTaskSwitch(threshold=module.regularizer.T))
+    callbacks.append(instantiate(cfg.scheduler))
+    callbacks.append(
+        ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0, monitor=None)
+    )
+    return callbacks
+
+
+def build_loggers(cfg: DictConfig) -> list[Any]:
+    loggers = [instantiate(spec) for spec in (cfg.get("logger") or {}).values()]
+    return [logger for logger in loggers if logger is not None]
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fine-tune, test the model of the last epoch, and write ``metrics.json``.
+
+    The run folder ``cfg.paths.output_dir`` receives the resolved config (``config.yaml``),
+    the checkpoints (``checkpoints/last.ckpt``), the CSV metrics and ``metrics.json``.
+    """
+    check_config(cfg)
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    started = time.monotonic()
+    L.seed_everything(cfg.seed, workers=True)
+
+    datamodule = instantiate(cfg.dataset)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    module = build_module(cfg, datamodule.num_classes)
+    loggers = build_loggers(cfg)
+    trainer = L.Trainer(
+        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        callbacks=build_callbacks(cfg, module, out),
+        logger=loggers or False,
+        default_root_dir=str(out),
+    )
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    try:
+        trainer.fit(module, datamodule=datamodule)
+        last_epoch = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        # The paper evaluates the model after the last epoch, not the best checkpoint.
+        (test_metrics,) = trainer.test(module, datamodule=datamodule, verbose=False)
+    finally:
+        finish_wandb()
+
+    metrics: dict[str, Any] = {k: float(v) for k, v in test_metrics.items()}
+    metrics.update({k: last_epoch[k] for k in ("val/acc", "val/loss") if k in last_epoch})
+    switch = next((c for c in trainer.callbacks if isinstance(c, PseudoTaskSwitch)), None)
+    metrics.update(
+        epochs=trainer.current_epoch,
+        ptr_active=bool(module.regularizer.active),
+        ptr_switch_epoch=switch.switch_epoch if switch else None,
+        seconds=round(time.monotonic() - started, 1),
+    )
+    write_json(out / "metrics.json", metrics)
+    print(summary(metrics, last_epoch, out), flush=True)
+    return metrics
+
+
+def summary(metrics: dict[str, Any], last_logged: dict[str, Any], out: Path) -> str:
+    """A few lines for the terminal: test accuracy, PtR telemetry, where the files are."""
+    lines = [
+        f"test/acc {metrics['test/acc']:.4f}  test/mean_class_acc "
+        f"{metrics['test/mean_class_acc']:.4f}  ({metrics['epochs']} epochs, "
+        f"{metrics['seconds']:.0f} s)"
+    ]
+    if metrics["ptr_switch_epoch"] is not None:
+        telemetry = "  ".join(
+            f"{key} {float(last_logged[key]):.4g}"
+            for key in ("ptr/w", "ptr/g_ce", "ptr/g_ptr", "train/ptr_loss")
+            if key in last_logged
+        )
+        lines.append(
+            f"pseudo-task on since epoch {metrics['ptr_switch_epoch']}; last step: {telemetry}"
+        )
+    elif "ptr_switch_epoch" in metrics and metrics["ptr_active"] is False:
+        lines.append("pseudo-task: not switched on (epoch-mean CE stayed >= T)")
+    lines.append(f"run folder: {out}  (metrics.json, config.yaml, checkpoints/, csv/)")
+    return "\n".join(lines)
+
+
+def objective(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
+    """The value a sweeper optimizes (``cfg.optimized_metric``); NaN if the run lacks it."""
+    key = cfg.get("optimized_metric")
+    if not key:
+        return None
+    value = metrics.get(key)
+    return float(value) if isinstance(value, int | float) else math.nan

@@ -1,0 +1,55 @@
+"""Shared test helpers: configs composed through Hydra exactly as the CLI composes them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from ptr_lightning.paths import CONFIG_DIR
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+# A run small enough for a unit test: 3 digit classes, 16x16 images, a few epochs, and a high
+# threshold T so the pseudo-task switches on after the first epoch.
+TINY = [
+    "dataset.classes=[0,1,2]",
+    "dataset.image_size=16",
+    "dataset.train_per_class=8",
+    "dataset.val_fraction=0.1",
+    "dataset.batch_size=8",
+    "trainer.max_epochs=3",
+    "trainer.enable_progress_bar=false",
+    "trainer.log_every_n_steps=1",
+]
+
+
+def compose_config(overrides: list[str] | None = None) -> DictConfig:
+    """Compose ``conf/config.yaml`` with ``overrides`` (Hydra's own compose, as the CLI)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=overrides or [], return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]  # the CLI hands train() the config without Hydra's own node
+    return cfg
+
+
+@pytest.fixture
+def make_cfg(tmp_path) -> Callable[..., DictConfig]:
+    """``make_cfg(*overrides, tiny=True)``: a composed config whose run folder is in tmp_path."""
+
+    def make(*overrides: str, tiny: bool = True, out: str = "run") -> DictConfig:
+        cfg = compose_config([*(TINY if tiny else []), *overrides])
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path / out)
+        return cfg
+
+    yield make
+    GlobalHydra.instance().clear()

@@ -1,0 +1,63 @@
+"""The command line: `python -m ptr_lightning` and a Hydra multirun, in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import TINY
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "ptr_lightning", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def test_single_run_prints_accuracy_and_writes_its_folder(tmp_path):
+    result = run_cli(*TINY, "regularizer.T=100", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert "test/acc" in result.stdout and "pseudo-task on since epoch 0" in result.stdout
+    run = tmp_path / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert (run / "config.yaml").is_file() and (run / ".hydra" / "overrides.yaml").is_file()
+
+
+def test_multirun_runs_every_combination_in_its_own_folder(tmp_path):
+    sweep = tmp_path / "sweep"
+    run_cli(
+        "-m",
+        *TINY,
+        "trainer.max_epochs=1",
+        "regularizer.R=1,3",
+        "seed=0,1",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert len(jobs) == 4
+    seen = set()
+    for job in jobs:
+        assert (job / "checkpoints" / "last.ckpt").is_file()
+        assert "test/acc" in json.loads((job / "metrics.json").read_text())
+        config = (job / "config.yaml").read_text()
+        seen.add(
+            (
+                next(line for line in config.splitlines() if line.startswith("  R:")),
+                next(line for line in config.splitlines() if line.startswith("seed:")),
+            )
+        )
+    assert len(seen) == 4

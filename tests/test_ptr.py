@@ -1,0 +1,158 @@
+"""pseudo_task_loss against an independent per-sample-gradient reference (torch.func)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.func import grad, vmap
+
+from ptr_lightning.ptr import pseudo_task_loss
+
+B, D, K = 6, 5, 4
+
+
+def make_batch(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, 7, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, K, (B,), generator=g)
+    body = torch.nn.Linear(7, D).double()
+    head = torch.nn.Linear(D, K).double()
+    torch.nn.init.normal_(body.weight, generator=g)
+    torch.nn.init.normal_(head.weight, generator=g)
+    return x, labels, body, head
+
+
+def reference(features, labels, head, targets, loss, R):
+    """w, total and d total / d features from per-sample gradients, computed independently."""
+    f_reg = {"smooth_l1": F.smooth_l1_loss, "l2": F.mse_loss}[loss]
+    W, b = head.weight.detach(), head.bias.detach()
+    n = features.shape[0]
+
+    def ce_one(feat, label):  # sample j's share of the batch-mean cross-entropy
+        return F.cross_entropy((feat @ W.T + b)[None], label[None]) / n
+
+    def reg_one(feat, target):  # sample j's share of the mean over all B*D elements
+        return f_reg(feat, target, reduction="sum") / features.numel()
+
+    feats = features.detach()
+    g_ce = vmap(grad(ce_one))(feats, labels).norm(dim=1).mean()
+    g_reg = vmap(grad(reg_one))(feats, targets).norm(dim=1).mean()
+    w = g_ce / (g_reg * R)
+    ce = F.cross_entropy(feats @ W.T + b, labels)
+    total = ce + w * f_reg(feats, targets)
+    d_total = vmap(grad(ce_one))(feats, labels) + w * vmap(grad(reg_one))(feats, targets)
+    return w, total, d_total, g_ce, g_reg
+
+
+@pytest.mark.parametrize("loss", ["smooth_l1", "l2"])
+@pytest.mark.parametrize("explicit_targets", [True, False])
+def test_matches_per_sample_gradient_reference(loss, explicit_targets):
+    x, labels, body, head = make_batch()
+    features = body(x)
+    ce = F.cross_entropy(head(features), labels)
+    R, m = 3.0, 1.5
+    if explicit_targets:
+        targets = torch.rand(B, D, dtype=torch.float64) * 4 - 1
+        kwargs = {"targets": targets}
+    else:
+        kwargs = {"generator": torch.Generator().manual_seed(7)}
+        targets = torch.rand(B, D, generator=torch.Generator().manual_seed(7)) * (2 * m)
+        targets = targets.double()
+
+    total, stats = pseudo_task_loss(features, ce, R=R, m=m, loss=loss, **kwargs)
+    w, ref_total, ref_grad, g_ce, g_ptr = reference(features, labels, head, targets, loss, R)
+
+    torch.testing.assert_close(stats["w"].double(), w, rtol=1e-5, atol=0)
+    torch.testing.assert_close(stats["g_ce"].double(), g_ce, rtol=1e-5, atol=0)
+    torch.testing.assert_close(stats["g_ptr"].double(), g_ptr, rtol=1e-5, atol=0)
+    torch.testing.assert_close(total, ref_total, rtol=1e-5, atol=0)
+    (d_total,) = torch.autograd.grad(total, features)
+    torch.testing.assert_close(d_total, ref_grad, rtol=1e-5, atol=1e-12)
+
+
+def test_weighted_pseudo_gradient_is_one_over_R_of_ce_gradient():
+    x, labels, body, head = make_batch(1)
+    features = body(x)
+    ce = F.cross_entropy(head(features), labels)
+    R = 5.0
+    total, stats = pseudo_task_loss(features, ce, R=R, generator=torch.Generator().manual_seed(0))
+    (g_total,) = torch.autograd.grad(total, features, retain_graph=True)
+    (g_ce,) = torch.autograd.grad(ce, features)
+    g_ptr_weighted = g_total - g_ce
+    ratio = g_ce.norm(dim=1).mean() / g_ptr_weighted.norm(dim=1).mean()
+    torch.testing.assert_close(ratio, torch.tensor(R, dtype=ratio.dtype), rtol=1e-6, atol=0)
+
+
+def test_no_gradient_flows_through_w():
+    x, labels, body, head = make_batch(2)
+    features = body(x)
+    ce = F.cross_entropy(head(features), labels)
+    targets = torch.zeros(B, D, dtype=torch.float64)
+    total, stats = pseudo_task_loss(features, ce, R=2.0, targets=targets)
+    (d_total,) = torch.autograd.grad(total, features)
+    (d_ce,) = torch.autograd.grad(F.cross_entropy(head(features), labels), features)
+    expected = (
+        d_ce + stats["w"] * torch.autograd.grad(F.smooth_l1_loss(features, targets), features)[0]
+    )
+    torch.testing.assert_close(d_total, expected)
+    assert not stats["w"].requires_grad
+
+
+def test_targets_are_uniform_with_mean_m_and_reproducible():
+    features = torch.zeros(400, 50, requires_grad=True)
+    ce = (features * 0.01).sum()
+
+    def drawn(seed):
+        total, _ = pseudo_task_loss(
+            features, ce, R=1.0, m=10.0, loss="l2", generator=torch.Generator().manual_seed(seed)
+        )
+        return total
+
+    # With features at 0, the L2 term is the mean of t^2 = (2m)^2 / 3 for U[0, 2m).
+    _, stats = pseudo_task_loss(
+        features, ce, R=1.0, m=10.0, loss="l2", generator=torch.Generator().manual_seed(0)
+    )
+    assert stats["ptr_loss"].item() == pytest.approx(400.0 / 3, rel=0.02)
+    assert drawn(3).item() == drawn(3).item()
+    assert drawn(3).item() != drawn(4).item()
+
+
+def test_w_is_finite_when_a_gradient_norm_is_zero():
+    features = torch.ones(4, 3, requires_grad=True)
+    ce = (features * 0.0).sum()  # zero CE gradient
+    total, stats = pseudo_task_loss(features, ce, R=3.0, targets=torch.ones(4, 3))
+    assert stats["w"].item() == 0.0  # zero PtR gradient too: targets equal the features
+    assert torch.isfinite(total)
+    ce2 = (features**2).sum()
+    _, stats2 = pseudo_task_loss(features, ce2, R=3.0, targets=torch.ones(4, 3))
+    assert torch.isfinite(stats2["w"]) and stats2["w"].item() == 0.0
+
+
+def test_bf16_autocast_gives_float32_norms_and_finite_w():
+    x, labels, body, head = make_batch(3)
+    body, head, x = body.float(), head.float(), x.float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        features = body(x)
+        assert features.dtype == torch.bfloat16
+        ce = F.cross_entropy(head(features), labels)
+        total, stats = pseudo_task_loss(features, ce, R=3.0, generator=torch.Generator())
+    for key in ("w", "g_ce", "g_ptr"):
+        assert stats[key].dtype == torch.float32
+        assert torch.isfinite(stats[key]) and stats[key] > 0
+    total.backward()
+    assert torch.isfinite(body.weight.grad).all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"R": 0.0}, "R must be > 0"),
+        ({"R": -1.0}, "R must be > 0"),
+        ({"R": 1.0, "loss": "huber"}, "unknown regression loss 'huber'"),
+    ],
+)
+def test_bad_arguments_raise_value_error(kwargs, message):
+    features = torch.randn(2, 3, requires_grad=True)
+    with pytest.raises(ValueError, match=message):
+        pseudo_task_loss(features, features.sum(), **kwargs)

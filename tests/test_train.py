@@ -1,0 +1,90 @@
+"""train(cfg) on tiny digits, composed through Hydra as the CLI composes it."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from ptr_lightning.errors import ConfigError
+from ptr_lightning.train import train
+
+
+def read_metrics_csv(run: Path) -> list[dict[str, str]]:
+    with open(run / "csv" / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_ptr_run_writes_metrics_config_checkpoint_and_telemetry(make_cfg):
+    cfg = make_cfg("regularizer.T=100")
+    metrics = train(cfg)
+    run = Path(cfg.paths.output_dir)
+
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved == pytest.approx(metrics)
+    for key in ("test/acc", "test/mean_class_acc", "val/acc"):
+        assert 0.0 <= saved[key] <= 1.0 and math.isfinite(saved[key])
+    assert saved["ptr_active"] is True and saved["ptr_switch_epoch"] == 0
+
+    assert "R: 3" in (run / "config.yaml").read_text()  # resolved, not ${model.ptr.R}
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["callbacks"]["PseudoTaskSwitch"]["active"] is True
+
+    rows = read_metrics_csv(run)
+    active = [r for r in rows if r.get("ptr/active") == "1.0"]
+    assert active, "the pseudo-task never switched on"
+    for r in active:
+        assert float(r["ptr/w"]) > 0 and float(r["ptr/g_ce"]) > 0 and float(r["ptr/g_ptr"]) > 0
+        assert float(r["train/ptr_loss"]) >= 0
+    # Off during the first epoch (the switch decides at its end), on after it.
+    assert [r for r in rows if r.get("ptr/active") == "0.0"]
+    assert {r["val/acc"] != "" for r in rows if r.get("val/loss")} == {True}
+    assert any(r.get("lr") for r in rows)
+
+
+def test_pseudo_task_stays_off_above_threshold(make_cfg):
+    cfg = make_cfg("regularizer.T=0", "trainer.max_epochs=1")
+    metrics = train(cfg)
+    assert metrics["ptr_active"] is False and metrics["ptr_switch_epoch"] is None
+    rows = read_metrics_csv(Path(cfg.paths.output_dir))
+    assert not any(r.get("ptr/w") for r in rows)
+
+
+@pytest.mark.parametrize("regularizer", ["none", "fnp"])
+def test_other_regularizers_train(make_cfg, regularizer):
+    metrics = train(make_cfg(f"regularizer={regularizer}", "trainer.max_epochs=2"))
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+
+
+def test_deterministic_runs_are_identical(make_cfg):
+    overrides = ("regularizer.T=100", "trainer.deterministic=true", "seed=3")
+    first = train(make_cfg(*overrides, out="a"))
+    second = train(make_cfg(*overrides, out="b"))
+    third = train(make_cfg("regularizer.T=100", "trainer.deterministic=true", "seed=4", out="c"))
+    keys = ["test/acc", "test/mean_class_acc", "val/acc", "val/loss"]
+    assert [first[k] for k in keys] == [second[k] for k in keys]
+    assert first["val/loss"] != third["val/loss"]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("regularizer.R=0", r"regularizer.R=0.*> 0"),
+        ("regularizer.R=-2", r"regularizer.R=-2"),
+        ("regularizer.m=-1", r"regularizer.m=-1.*>= 0"),
+        ("regularizer.T=-0.5", r"regularizer.T=-0.5.*>= 0"),
+        ("regularizer.loss=huber", r"regression loss 'huber'.*regression=sml1"),
+        ("model.arch=resnet7", r"model.arch='resnet7'"),
+        ("model.lr=0", r"model.lr=0"),
+        ("dataset.batch_size=0", r"dataset.batch_size=0"),
+    ],
+)
+def test_bad_configuration_fails_before_training(make_cfg, override, message):
+    cfg = make_cfg(override)
+    with pytest.raises(ConfigError, match=message):
+        train(cfg)
+    assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
