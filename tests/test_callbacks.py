@@ -68,7 +68,7 @@ def test_switch_state_round_trips_through_a_real_checkpoint(make_cfg, tmp_path):
     datamodule.setup("fit")
 
     def fit(max_epochs, ckpt_path=None):
-        module = build_module(cfg, datamodule.num_classes)
+        module = build_module(cfg, datamodule)
         switch = PseudoTaskSwitch(threshold=100.0)
         seen = []
         probe = L.Callback()

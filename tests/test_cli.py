@@ -61,3 +61,60 @@ def test_multirun_runs_every_combination_in_its_own_folder(tmp_path):
             )
         )
     assert len(seen) == 4
+
+
+def test_console_script_is_installed():
+    script = Path(sys.executable).parent / "ptr-lightning"
+    result = subprocess.run(
+        [str(script), "--cfg", "job", "model=resnet50"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "arch: resnet50" in result.stdout
+
+
+def test_non_editable_install_carries_the_configs(tmp_path):
+    """A wheel has no top-level conf/: the configs must travel inside the package."""
+    target = tmp_path / "site"
+    repo = Path(__file__).parents[1]
+    install = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--target",
+            str(target),
+            str(repo),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert install.returncode == 0, install.stderr[-3000:]
+    assert not (target / "conf").exists()
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    result = subprocess.run(
+        [sys.executable, "-m", "ptr_lightning", "--cfg", "job", "dataset=cub200", "model=vgg16"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "arch: vgg16" in result.stdout and "reader: cub200" in result.stdout
+    located = subprocess.run(
+        [sys.executable, "-c", "import ptr_lightning.paths as p; print(p.CONFIG_DIR)"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert Path(located.stdout.strip()) == target / "ptr_lightning" / "conf"

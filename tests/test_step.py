@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import lightning as L
 import torch
+from hydra.utils import instantiate
 
 from ptr_lightning.train import build_module
 
@@ -20,14 +21,13 @@ class RecordSteps(L.Callback):
 
 
 def test_backbone_is_back_propagated_once_per_step(make_cfg, tmp_path):
-    from hydra.utils import instantiate
 
     from ptr_lightning.callbacks import PseudoTaskSwitch
 
     cfg = make_cfg("regularizer.T=100", "trainer.max_epochs=2")
     datamodule = instantiate(cfg.dataset)
     datamodule.setup("fit")
-    module = build_module(cfg, datamodule.num_classes)
+    module = build_module(cfg, datamodule)
     counter = [0]
     first_layer = module.backbone.conv1
 
@@ -53,7 +53,7 @@ def test_backbone_is_back_propagated_once_per_step(make_cfg, tmp_path):
 
 def test_optimizer_is_sgd_with_momentum_weight_decay_and_head_lr_multiplier(make_cfg):
     cfg = make_cfg("model.head_lr_mult=10", "model.lr=0.01")
-    module = build_module(cfg, num_classes=3)
+    module = build_module(cfg, instantiate(cfg.dataset))
     optimizer = module.configure_optimizers()
     assert isinstance(optimizer, torch.optim.SGD)
     backbone_group, head_group = optimizer.param_groups

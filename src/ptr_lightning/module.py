@@ -21,7 +21,8 @@ class FineTuner(L.LightningModule):
     feature tensor before the step: it reads it through the head only (autograd stops at the
     feature tensor), and the step then back-propagates ``regularizer(ce)`` through the backbone
     once. Evaluation averages class probabilities over the views the eval transform returns
-    (one view by default, ten crops for the paper's protocol).
+    (one view by default, ten crops for the paper's protocol); the test's class probabilities
+    are kept in ``test_predictions`` for the run's ``predictions.npz``.
     """
 
     def __init__(
@@ -37,22 +38,26 @@ class FineTuner(L.LightningModule):
         weight_decay: float = 0.0,
         head_lr_mult: float = 1.0,
         train_transform: nn.Module | None = None,
-        eval_transform: nn.Module | None = None,
+        val_transform: nn.Module | None = None,
+        test_transform: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.backbone, self.head, self.regularizer = backbone, head, regularizer
         self.train_transform = train_transform or Normalize()
-        self.eval_transform = eval_transform or SingleView()
+        self.val_transform = val_transform or SingleView()
+        self.test_transform = test_transform or SingleView()
         self.optim = {
             "lr": lr,
             "momentum": momentum,
             "weight_decay": weight_decay,
             "head_lr_mult": head_lr_mult,
         }
-        for stage in ("val", "test"):
-            setattr(self, f"{stage}_acc", MulticlassAccuracy(num_classes, average="micro"))
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc_1crop = MulticlassAccuracy(num_classes, average="micro")
         self.test_mean_class_acc = MulticlassAccuracy(num_classes, average="macro")
+        self.test_predictions: list[tuple[Tensor, Tensor]] = []
         self.regularizer.attach(self.backbone, self.head, source_classifier)
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
@@ -60,14 +65,18 @@ class FineTuner(L.LightningModule):
         return features, self.head(features)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        lr = self.optim["lr"]
+        lr, head_lr = self.optim["lr"], self.optim["lr"] * self.optim["head_lr_mult"]
+        # L2-SP's penalty takes the place of weight decay on the parameters it pulls.
+        decay = 0.0 if self.regularizer.replaces_weight_decay else self.optim["weight_decay"]
         groups = [
-            {"params": self.backbone.parameters(), "lr": lr},
-            {"params": self.head.parameters(), "lr": lr * self.optim["head_lr_mult"]},
+            {"params": list(self.backbone.parameters()), "lr": lr, "weight_decay": decay},
+            {"params": list(self.head.parameters()), "lr": head_lr, "weight_decay": decay},
         ]
-        return torch.optim.SGD(
-            groups, lr=lr, momentum=self.optim["momentum"], weight_decay=self.optim["weight_decay"]
-        )
+        # A regularizer's own trainable parts (LwF's old-task head) train like the new head.
+        own = [p for p in self.regularizer.parameters() if p.requires_grad]
+        if own:
+            groups.append({"params": own, "lr": head_lr, "weight_decay": decay})
+        return torch.optim.SGD(groups, lr=lr, momentum=self.optim["momentum"])
 
     def on_fit_start(self) -> None:
         if self.trainer.world_size > 1 and hasattr(self.regularizer, "reduce"):
@@ -78,7 +87,9 @@ class FineTuner(L.LightningModule):
         images, labels = batch
         if self.trainer.training:
             return self.train_transform(images), labels
-        return self.eval_transform(images), labels
+        if self.trainer.testing:
+            return self.test_transform(images), labels
+        return self.val_transform(images), labels
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Any]:
         images, labels = batch
@@ -97,27 +108,34 @@ class FineTuner(L.LightningModule):
             self.log_dict(stats, on_step=True, on_epoch=False)
         return {"loss": total.detach(), "ce": ce.detach(), "batch_size": labels.shape[0]}
 
-    def _view_probabilities(self, views: Tensor) -> Tensor:
-        """(B, V, C, H, W) -> class probabilities (B, K) averaged over the V views."""
+    def view_probabilities(self, views: Tensor) -> Tensor:
+        """(B, V, C, H, W) -> class probabilities (B, V, K) of each view."""
         b, v = views.shape[:2]
         _, logits = self(views.flatten(0, 1))
-        return logits.float().softmax(dim=-1).view(b, v, -1).mean(dim=1)
+        return logits.float().softmax(dim=-1).view(b, v, -1)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         views, labels = batch
-        probs = self._view_probabilities(views)
+        probs = self.view_probabilities(views).mean(dim=1)
         loss = F.nll_loss(probs.clamp_min(1e-12).log(), labels)
         self.val_acc(probs, labels)
         self.log("val/loss", loss, on_epoch=True, prog_bar=True)
         self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True)
 
+    def on_test_epoch_start(self) -> None:
+        self.test_predictions = []
+
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         views, labels = batch
-        probs = self._view_probabilities(views)
+        per_view = self.view_probabilities(views)
+        probs = per_view.mean(dim=1)  # the paper averages the classifier outputs over the views
         self.test_acc(probs, labels)
+        self.test_acc_1crop(per_view[:, 0], labels)  # view 0 is the centre crop
         self.test_mean_class_acc(probs, labels)
         self.log("test/acc", self.test_acc, on_epoch=True)
+        self.log("test/acc_1crop", self.test_acc_1crop, on_epoch=True)
         self.log("test/mean_class_acc", self.test_mean_class_acc, on_epoch=True)
+        self.test_predictions.append((probs.cpu(), labels.cpu()))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = getattr(self.regularizer, "generator_state", lambda: None)()

@@ -51,9 +51,11 @@ def draw_targets(features: Tensor, m: float, generator: torch.Generator | None =
 
 
 def mean_row_grad_norm(loss: Tensor, features: Tensor) -> Tensor:
-    """``mean_j ||d loss / d features_j||_2`` in float32; keeps the graph for the real backward."""
+    """``mean_j ||d loss / d features_j||_2``, in float32 at least (half-precision gradients
+    would lose the norm's precision); keeps the graph for the step's real backward."""
     (grad,) = torch.autograd.grad(loss, features, retain_graph=True)
-    return grad.float().flatten(1).norm(dim=1).mean()
+    grad = grad.to(torch.promote_types(grad.dtype, torch.float32))
+    return grad.flatten(1).norm(dim=1).mean()
 
 
 def balance_weight(g_ce: Tensor, g_ptr: Tensor, R: float) -> Tensor:
@@ -98,9 +100,9 @@ def pseudo_task_loss(
         raise ValueError(f"R must be > 0 (got {R}): it is the gradient-norm ratio CE : PtR")
     if targets is None:
         targets = draw_targets(features, m, generator)
-    # The regression runs on a float32 view of the features so that its gradient, which is
+    # The regression runs on a float32 (or wider) copy of the features so that its gradient,
     # ~1/(B*D) per element, does not underflow in half precision.
-    features32 = features.float()
+    features32 = features.to(torch.promote_types(features.dtype, torch.float32))
     ptr_loss = regression_loss(features32, targets.to(features32), loss)
     g_ce = mean_row_grad_norm(ce_loss, features)
     g_ptr = mean_row_grad_norm(ptr_loss, features32)

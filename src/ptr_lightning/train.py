@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
@@ -18,12 +21,18 @@ from ptr_lightning.callbacks import PseudoTaskSwitch
 from ptr_lightning.config_checks import check_config
 from ptr_lightning.loggers import finish_wandb
 from ptr_lightning.module import FineTuner
-from ptr_lightning.outputs import write_atomic, write_json
+from ptr_lightning.outputs import write_atomic, write_json, write_npz
 
 log = logging.getLogger(__name__)
 
+# Lightning notes that the module's on_after_batch_transfer wins over the DataModule's: intended,
+# the batched on-device transforms live in the module.
+warnings.filterwarnings("ignore", message=".*on_after_batch_transfer.*")
 
-def build_module(cfg: DictConfig, num_classes: int) -> FineTuner:
+
+def build_module(cfg: DictConfig, datamodule) -> FineTuner:
+    """The LightningModule for ``cfg``, with the data module's classes and transforms."""
+    num_classes = datamodule.num_classes
     backbone, head, source_classifier = build_backbone_and_head(cfg.model, num_classes)
     return FineTuner(
         backbone,
@@ -35,6 +44,9 @@ def build_module(cfg: DictConfig, num_classes: int) -> FineTuner:
         momentum=cfg.optimizer.momentum,
         weight_decay=cfg.model.weight_decay,
         head_lr_mult=cfg.model.head_lr_mult,
+        train_transform=datamodule.train_transform,
+        val_transform=datamodule.val_transform,
+        test_transform=datamodule.test_transform,
     )
 
 
@@ -70,7 +82,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule = instantiate(cfg.dataset)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    module = build_module(cfg, datamodule.num_classes)
+    write_json(
+        out / "split.json",
+        {
+            "split_seed": cfg.dataset.get("split_seed"),
+            "class_names": datamodule.class_names,
+            **datamodule.split_ids,
+        },
+    )
+    module = build_module(cfg, datamodule)
     loggers = build_loggers(cfg)
     trainer = L.Trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
@@ -97,15 +117,29 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         ptr_switch_epoch=switch.switch_epoch if switch else None,
         seconds=round(time.monotonic() - started, 1),
     )
+    write_predictions(out / "predictions.npz", module, datamodule)
     write_json(out / "metrics.json", metrics)
     print(summary(metrics, last_epoch, out), flush=True)
     return metrics
 
 
+def write_predictions(path: Path, module: FineTuner, datamodule) -> None:
+    """Per test image: class probabilities, label and image id (for the Section 4 analysis)."""
+    probs, labels = (torch.cat(parts) for parts in zip(*module.test_predictions, strict=True))
+    write_npz(
+        path,
+        probabilities=probs.numpy(),
+        labels=labels.numpy(),
+        ids=np.array(datamodule.split_ids["test"]),
+        class_names=np.array(datamodule.class_names),
+    )
+
+
 def summary(metrics: dict[str, Any], last_logged: dict[str, Any], out: Path) -> str:
     """A few lines for the terminal: test accuracy, PtR telemetry, where the files are."""
     lines = [
-        f"test/acc {metrics['test/acc']:.4f}  test/mean_class_acc "
+        f"test/acc {metrics['test/acc']:.4f}  test/acc_1crop {metrics['test/acc_1crop']:.4f}  "
+        f"test/mean_class_acc "
         f"{metrics['test/mean_class_acc']:.4f}  ({metrics['epochs']} epochs, "
         f"{metrics['seconds']:.0f} s)"
     ]
@@ -120,7 +154,10 @@ def summary(metrics: dict[str, Any], last_logged: dict[str, Any], out: Path) -> 
         )
     elif "ptr_switch_epoch" in metrics and metrics["ptr_active"] is False:
         lines.append("pseudo-task: not switched on (epoch-mean CE stayed >= T)")
-    lines.append(f"run folder: {out}  (metrics.json, config.yaml, checkpoints/, csv/)")
+    lines.append(
+        f"run folder: {out}  (metrics.json, config.yaml, checkpoints/, csv/, split.json, "
+        "predictions.npz)"
+    )
     return "\n".join(lines)
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
+from ptr_lightning.data.base import InMemoryDataModule
 from ptr_lightning.errors import ConfigError
 
 
@@ -47,7 +47,7 @@ def few_shot_split(
     return {name: np.sort(np.concatenate(parts)) for name, parts in splits.items()}
 
 
-class DigitsDataModule(L.LightningDataModule):
+class DigitsDataModule(InMemoryDataModule):
     """Few-shot digits; items are ``(uint8 image (3, S, S), label)``."""
 
     def __init__(
@@ -63,7 +63,12 @@ class DigitsDataModule(L.LightningDataModule):
         num_workers: int = 0,
         name: str = "digits",
     ) -> None:
-        super().__init__()
+        super().__init__(
+            name=name,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            num_workers=num_workers,
+        )
         self.classes = list(range(10)) if classes is None else [int(c) for c in classes]
         if not self.classes or any(c not in range(10) for c in self.classes):
             raise ConfigError(f"dataset.classes={classes} must be a non-empty subset of 0..9")
@@ -74,14 +79,10 @@ class DigitsDataModule(L.LightningDataModule):
             )
         self.image_size, self.train_per_class = image_size, train_per_class
         self.val_fraction, self.split_seed = val_fraction, split_seed
-        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.num_workers, self.name = num_workers, name
         self.class_names = [str(c) for c in self.classes]
-        self.num_classes = len(self.classes)
-        self.split_indices: dict[str, np.ndarray] = {}
 
     def setup(self, stage: str | None = None) -> None:
-        if self.split_indices:
+        if self.split_ids:
             return
         images, labels = digits_images(self.image_size)
         keep = np.isin(labels, self.classes)
@@ -94,27 +95,8 @@ class DigitsDataModule(L.LightningDataModule):
             val_fraction=self.val_fraction,
             split_seed=self.split_seed,
         )
-        # Indices into scikit-learn's array, so a saved split names the exact images used.
-        self.split_indices = {name: kept[idx] for name, idx in splits.items()}
         for name, idx in splits.items():
+            # Indices into scikit-learn's array, so a saved split names the exact images used.
+            self.split_ids[name] = [f"digits[{i}]" for i in kept[idx]]
             data = TensorDataset(images[kept[idx]], torch.from_numpy(labels[idx]).long())
             setattr(self, f"{name}_dataset", data)
-
-    def _loader(self, dataset, *, train: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
-            drop_last=False,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_dataset, train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_dataset, train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_dataset, train=False)

@@ -1,7 +1,21 @@
 """Fine-tuning regularizers, each a module with one call: ``total, stats = reg(ce, step)``."""
 
 from ptr_lightning.regularizers.base import Regularizer, StepTensors
+from ptr_lightning.regularizers.bss import BatchSpectralShrinkage
+from ptr_lightning.regularizers.l2sp import L2SP
+from ptr_lightning.regularizers.lwf import LearningWithoutForgetting
 from ptr_lightning.regularizers.none import NoRegularizer
+from ptr_lightning.regularizers.pairwise_confusion import PairwiseConfusion
 from ptr_lightning.regularizers.pseudo_task import FeatureNormPenalty, PseudoTask
 
-__all__ = ["FeatureNormPenalty", "NoRegularizer", "PseudoTask", "Regularizer", "StepTensors"]
+__all__ = [
+    "L2SP",
+    "BatchSpectralShrinkage",
+    "FeatureNormPenalty",
+    "LearningWithoutForgetting",
+    "NoRegularizer",
+    "PairwiseConfusion",
+    "PseudoTask",
+    "Regularizer",
+    "StepTensors",
+]

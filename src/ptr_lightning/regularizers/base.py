@@ -33,6 +33,7 @@ class Regularizer(nn.Module):
     """
 
     gated: bool = False
+    replaces_weight_decay: bool = False  # True: the optimizer applies no weight decay
 
     def __init__(self) -> None:
         super().__init__()

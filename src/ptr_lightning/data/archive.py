@@ -1,0 +1,155 @@
+"""A paper data set (or the user's own image folders) as a DataModule.
+
+The official archive's index is read by :mod:`ptr_lightning.data.archives`; every image is
+decoded once into its letterboxed uint8 ``image_size`` x ``image_size`` tensor and kept in
+memory (or memory-mapped from ``cache_dir``), and the random augmentation and the ten test
+crops run on batched tensors on the training device (:mod:`ptr_lightning.transforms`), so a
+GPU run is not bound by CPU workers.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import TensorDataset
+
+from ptr_lightning.data.archives import READERS, ArchiveIndex, DatasetError, Sample, holdout_val
+from ptr_lightning.data.base import InMemoryDataModule
+from ptr_lightning.data.downloads import DOWNLOADS
+from ptr_lightning.data.images import decode_all
+from ptr_lightning.errors import ConfigError
+from ptr_lightning.transforms import CentreCrop, TenCrop, TrainAugment
+
+log = logging.getLogger(__name__)
+
+
+class ArchiveDataModule(InMemoryDataModule):
+    """Images from ``reader``'s archive layout under ``root``; items ``(uint8 image, label)``.
+
+    Data sets without an official validation split hold out ``val_fraction`` of the training
+    images per class, drawn with ``split_seed`` (kept apart from the training seed, so several
+    training seeds share one split). Validation uses the centre crop; the test uses the
+    paper's ten crops when ``ten_crop`` (view 0, the centre crop, gives ``test/acc_1crop``).
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        reader: str,
+        root: str,
+        reader_args: dict[str, Any] | None = None,
+        download: bool = False,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        image_size: int = 250,
+        crop: int = 224,
+        max_scale: float = 0.1,
+        max_rotation: float = 10.0,
+        flip: bool = True,
+        ten_crop: bool = True,
+        batch_size: int = 20,
+        eval_batch_size: int = 50,
+        num_workers: int = 0,
+        decode_workers: int = 8,
+        cache_dir: str | None = None,
+        skip_unreadable: bool = False,
+    ) -> None:
+        super().__init__(
+            name=name,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            num_workers=num_workers,
+        )
+        if reader not in READERS:
+            raise ConfigError(f"dataset.reader={reader!r} is unknown; known: {sorted(READERS)}")
+        if not 0 < val_fraction < 1:
+            raise ConfigError(f"dataset.val_fraction={val_fraction} must be in (0, 1)")
+        if not 0 < crop <= image_size:
+            raise ConfigError(f"dataset.crop={crop} must be in 1..dataset.image_size={image_size}")
+        self.reader, self.root = reader, Path(root).expanduser()
+        self.reader_args = dict(reader_args or {})
+        self.download = download
+        self.val_fraction, self.split_seed = val_fraction, split_seed
+        self.image_size = image_size
+        self.decode_workers, self.skip_unreadable = decode_workers, skip_unreadable
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
+        self.skipped: dict[str, list[str]] = {}
+        self.train_transform = TrainAugment(
+            crop=crop, max_scale=max_scale, max_rotation=max_rotation, flip=flip
+        )
+        self.val_transform = CentreCrop(crop)
+        self.test_transform = TenCrop(crop) if ten_crop else CentreCrop(crop)
+
+    def prepare_data(self) -> None:
+        """Download the data set if it is missing and its site allows it (``download=true``)."""
+        if not self.download or self.reader not in DOWNLOADS:
+            return
+        try:
+            self.read_index()
+            return
+        except DatasetError as missing:
+            not_found = missing
+        try:
+            DOWNLOADS[self.reader](self.root)
+        except Exception as err:
+            raise DatasetError(f"{not_found}\n\nThe download failed too: {err}") from err
+
+    def read_index(self) -> ArchiveIndex:
+        reader = READERS[self.reader]
+        args = dict(self.reader_args)
+        if "split_seed" in inspect.signature(reader).parameters:
+            args["split_seed"] = self.split_seed
+        return reader(self.root, **args)
+
+    def splits(self) -> dict[str, list[Sample]]:
+        index = self.read_index()
+        self.class_names = list(index.class_names)
+        if index.val is not None:
+            return {"train": index.train, "val": index.val, "test": index.test}
+        train, val = holdout_val(
+            index.train, fraction=self.val_fraction, split_seed=self.split_seed
+        )
+        return {"train": train, "val": val, "test": index.test}
+
+    def _image_id(self, path: Path) -> str:
+        try:
+            return path.relative_to(self.root.resolve()).as_posix()
+        except ValueError:
+            return str(path)
+
+    def _decode(self, split: str, samples: list[Sample]) -> TensorDataset:
+        cache = None
+        if self.cache_dir is not None:
+            cache = self.cache_dir / f"{self.name}-{split}-{self.image_size}.npy"
+        images, skipped = decode_all(
+            [s.path for s in samples],
+            size=self.image_size,
+            num_workers=self.decode_workers,
+            skip_unreadable=self.skip_unreadable,
+            cache_file=cache,
+        )
+        if skipped:
+            self.skipped[split] = [self._image_id(samples[i].path) for i in skipped]
+            log.warning(
+                "%s %s: skipped %d unreadable images (dataset.skip_unreadable=true), e.g. %s",
+                self.name,
+                split,
+                len(skipped),
+                self.skipped[split][:3],
+            )
+        skipped_set = set(skipped)
+        kept = [s for i, s in enumerate(samples) if i not in skipped_set]
+        self.split_ids[split] = [self._image_id(s.path) for s in kept]
+        labels = torch.tensor([s.label for s in kept], dtype=torch.long)
+        return TensorDataset(images, labels)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.split_ids:
+            return
+        for split, samples in self.splits().items():
+            setattr(self, f"{split}_dataset", self._decode(split, samples))

@@ -1,0 +1,59 @@
+"""What every DataModule of this project provides, and the loaders they share.
+
+After ``setup()``: ``train_dataset``, ``val_dataset``, ``test_dataset`` (items are
+``(uint8 image (3, H, W), int label)``), ``num_classes``, ``class_names``, ``split_ids`` (the
+image ids of each split, saved to the run folder) and the batched on-device transforms
+``train_transform``, ``val_transform``, ``test_transform`` that the LightningModule applies.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from ptr_lightning.transforms import Normalize, SingleView
+
+
+class InMemoryDataModule(L.LightningDataModule):
+    """Loaders over decoded uint8 tensors: batching only, the per-image work is done already."""
+
+    def __init__(
+        self, *, name: str, batch_size: int, eval_batch_size: int, num_workers: int
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.num_workers = num_workers
+        self.class_names: list[str] = []
+        self.split_ids: dict[str, list[str]] = {}
+        self.train_transform: nn.Module = Normalize()
+        self.val_transform: nn.Module = SingleView()
+        self.test_transform: nn.Module = SingleView()
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def _loader(self, dataset: Dataset, *, train: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            # BatchNorm cannot train on a batch of one image: drop a lone last one (it is
+            # reshuffled into other batches in the next epochs).
+            drop_last=train and len(dataset) % self.batch_size == 1,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_dataset, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_dataset, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_dataset, train=False)

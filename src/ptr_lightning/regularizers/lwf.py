@@ -1,0 +1,101 @@
+"""Learning without Forgetting: keep the source task's outputs while learning the target's."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ptr_lightning.regularizers.base import Regularizer, StepTensors
+
+
+def _at_least_float32(x: Tensor) -> Tensor:
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+class LearningWithoutForgetting(Regularizer):
+    """LwF (Li & Hoiem, "Learning without Forgetting", ECCV 2016 / TPAMI 2017, Eq. 2).
+
+    ``L = L_ce + weight * KL(softmax(y_o / T) || softmax(yhat_o / T))``, averaged over the
+    batch: ``y_o`` are the frozen source network's logits on the step's images (the teacher),
+    ``yhat_o = old_head(features)`` the logits of a trainable copy of the source classifier on
+    the current shared features. The paper's "modified cross-entropy"
+    ``-sum_i softmax(y_o/T)_i log softmax(yhat_o/T)_i`` differs from this KL only by the
+    teacher's entropy, a constant: the gradients are the same, and the logged value is 0 when
+    the two agree. As in the paper there is no Hinton ``T^2`` factor. Defaults from the paper:
+    ``weight`` (lambda_o) = 1, ``T = 2``.
+
+    :meth:`attach` builds, from the model as it is then (the pre-trained starting point):
+
+    * ``teacher``: frozen copies of backbone, head modules before the last Linear (dropout) and
+      ``source_classifier``; ``requires_grad=False`` and always in eval mode (so dropout is off
+      and BatchNorm statistics stay the source's), whatever ``.train()`` is called with;
+    * ``old_head``: the same head modules with a trainable copy of ``source_classifier``. Its
+      parameters are this module's only trainable ones and must be given to the optimizer.
+
+    Both are submodules, so they follow ``.to()`` and are saved in the checkpoint (this doubles
+    the backbone's share of it). The targets are computed on the fly on the same (augmented)
+    images rather than recorded once before training as in the paper. The paper's warm-up
+    (training only the new head first) is not part of this module.
+
+    Needs a meaningful source classifier: ``model.weights=imagenet`` (or a checkpoint with its
+    source head). With random weights it runs but distils noise, which is no LwF baseline.
+    """
+
+    def __init__(self, weight: float = 1.0, temperature: float = 2.0) -> None:
+        super().__init__()
+        if not weight >= 0:
+            raise ValueError(f"regularizer.weight must be >= 0, got {weight}")
+        if not temperature > 0:
+            raise ValueError(f"regularizer.temperature must be > 0, got {temperature}")
+        self.weight, self.temperature = float(weight), float(temperature)
+        self.teacher: nn.Module | None = None
+        self.old_head: nn.Module | None = None
+
+    def attach(self, backbone: nn.Module, head: nn.Module, source_classifier: nn.Module) -> None:
+        if source_classifier is None:
+            raise ValueError(
+                "LwF needs the pre-trained model's own classifier (source_classifier); "
+                "build the model with model.weights=imagenet or a checkpoint with its source head"
+            )
+        # Modules between the feature tensor and the last Linear (VGG's dropout) belong to the
+        # source path too; the last one was replaced by the new classifier.
+        between = list(head.children())[:-1] if isinstance(head, nn.Sequential) else []
+        self.old_head = nn.Sequential(*copy.deepcopy(between), copy.deepcopy(source_classifier))
+        self.old_head.requires_grad_(True)
+        teacher = nn.Sequential(
+            copy.deepcopy(backbone), *copy.deepcopy(between), copy.deepcopy(source_classifier)
+        )
+        self.teacher = teacher.requires_grad_(False).eval()
+
+    def train(self, mode: bool = True) -> LearningWithoutForgetting:
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()
+        return self
+
+    def forward(self, ce_loss: Tensor, step: StepTensors) -> tuple[Tensor, dict[str, Tensor]]:
+        if self.teacher is None or self.old_head is None:
+            raise RuntimeError("LearningWithoutForgetting.attach must run before the first step")
+        # Also here, not only in train(): some callers set submodules' ``.training`` directly
+        # (Lightning restores saved flags that way); a walk over the modules costs nothing.
+        self.teacher.eval()
+        with torch.no_grad():
+            target = _at_least_float32(self.teacher(step.inputs))
+        old_logits = _at_least_float32(self.old_head(step.features))
+        t = self.temperature
+        kl = F.kl_div(
+            F.log_softmax(old_logits / t, dim=-1),
+            F.log_softmax(target / t, dim=-1),
+            reduction="batchmean",
+            log_target=True,
+        )
+        term = self.weight * kl
+        agreement = (old_logits.argmax(-1) == target.argmax(-1)).float().mean()
+        return ce_loss + term, {
+            "train/reg_loss": term.detach(),
+            "lwf/kl": kl.detach(),
+            "lwf/agreement": agreement.detach(),
+        }

@@ -1,0 +1,157 @@
+"""The paper's data sets as DataModules, composed through Hydra, on fixtures in each archive's
+exact layout; and a whole run on a user's image folders (split.json, predictions.npz)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from ptr_lightning.data.archives import DatasetError
+from ptr_lightning.data.images import UnreadableImageError
+from ptr_lightning.train import train
+from tests.conftest import compose_config
+from tests.fixtures.archives import (
+    make_caltech256,
+    make_cub200,
+    make_flower102,
+    make_imagefolder,
+    make_mit67,
+    make_stanford40,
+    make_webface,
+    write_truncated_jpeg,
+)
+
+SMALL = ["dataset.image_size=40", "dataset.crop=32", "dataset.decode_workers=2"]
+
+CASES = {
+    "flower102": (make_flower102, []),
+    "cub200": (make_cub200, []),
+    "mit67": (make_mit67, []),
+    "stanford40": (make_stanford40, []),
+    "caltech256_30": (make_caltech256, ["dataset.reader_args.train_per_class=3"]),
+    "webface500": (
+        make_webface,
+        [
+            "dataset.reader_args.identities=4",
+            "dataset.reader_args.train_per_class=3",
+            "dataset.reader_args.val_per_class=1",
+        ],
+    ),
+    "imagefolder": (make_imagefolder, []),
+}
+
+
+def datamodule(name: str, root: Path, *overrides: str):
+    cfg = compose_config(
+        [
+            f"dataset={name}",
+            f"dataset.root={root}",
+            *SMALL,
+            *overrides,
+            "paths.output_dir=/tmp/unused",
+        ]
+    )
+    dm = instantiate(cfg.dataset)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_dataset_splits_labels_and_items(name, tmp_path):
+    make, overrides = CASES[name]
+    fixture = make(tmp_path / "data")
+    dm = datamodule(name, fixture.root, *overrides)
+
+    sizes = {split: len(getattr(dm, f"{split}_dataset")) for split in ("train", "val", "test")}
+    assert all(n > 0 for n in sizes.values()), sizes
+    assert {split: len(ids) for split, ids in dm.split_ids.items()} == sizes
+    all_ids = [i for ids in dm.split_ids.values() for i in ids]
+    assert len(set(all_ids)) == len(all_ids), "an image is in two splits"
+    if fixture.splits is not None and "val" in fixture.splits:
+        assert sizes == fixture.counts()
+    if fixture.splits is not None:
+        assert sorted(dm.split_ids["test"]) == sorted(fixture.splits["test"])
+    if name != "webface500":  # WebFace's labels depend on which identities are chosen
+        assert dm.class_names == fixture.class_names
+        for split in ("train", "val", "test"):
+            labels = getattr(dm, f"{split}_dataset").tensors[1].tolist()
+            assert labels == [fixture.labels[i] for i in dm.split_ids[split]]
+
+    image, label = dm.train_dataset[0]
+    assert image.dtype == torch.uint8 and image.shape == (3, 40, 40)
+    assert 0 <= int(label) < dm.num_classes
+    views = dm.test_transform(torch.stack([dm.test_dataset[i][0] for i in range(2)]))
+    assert views.shape == (2, 10, 3, 32, 32)
+    assert dm.train_transform(dm.train_dataset.tensors[0][:2]).shape == (2, 3, 32, 32)
+
+    again = datamodule(name, fixture.root, *overrides)
+    assert again.split_ids == dm.split_ids  # deterministic for a split seed
+
+
+def test_validation_holdout_depends_on_split_seed_only(tmp_path):
+    fixture = make_cub200(tmp_path / "data")
+    a = datamodule("cub200", fixture.root, "dataset.split_seed=1", "seed=5")
+    b = datamodule("cub200", fixture.root, "dataset.split_seed=1", "seed=6")
+    c = datamodule("cub200", fixture.root, "dataset.split_seed=2")
+    assert a.split_ids == b.split_ids
+    assert a.split_ids["val"] != c.split_ids["val"]
+    assert sorted(a.split_ids["train"] + a.split_ids["val"]) == sorted(fixture.splits["train"])
+
+
+def test_missing_root_fails_before_training_with_layout_and_source(make_cfg, tmp_path):
+    cfg = make_cfg("dataset=mit67", f"dataset.root={tmp_path / 'nowhere'}", tiny=False)
+    with pytest.raises(DatasetError) as err:
+        train(cfg)
+    message = str(err.value)
+    assert "nowhere" in message and "TrainImages.txt" in message
+    assert "web.mit.edu" in message
+    assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
+
+
+def test_unreadable_image_names_its_path_or_is_skipped(tmp_path):
+    fixture = make_imagefolder(tmp_path / "data")
+    bad = write_truncated_jpeg(fixture.root / "train" / "cat" / "broken.jpg")
+    with pytest.raises(UnreadableImageError, match="broken.jpg"):
+        datamodule("imagefolder", fixture.root)
+    dm = datamodule("imagefolder", fixture.root, "dataset.skip_unreadable=true")
+    assert dm.skipped == {"train": [bad.relative_to(fixture.root).as_posix()]}
+    assert len(dm.train_dataset) == len(fixture.splits["train"])
+
+
+def test_run_on_image_folders_saves_split_and_predictions(make_cfg, tmp_path):
+    fixture = make_imagefolder(tmp_path / "data")
+    cfg = make_cfg(
+        "dataset=imagefolder",
+        f"dataset.root={fixture.root}",
+        *SMALL,
+        "model=resnet18",
+        "model.weights=null",
+        "dataset.batch_size=4",
+        "trainer.max_epochs=2",
+        "trainer.enable_progress_bar=false",
+        "regularizer.T=100",
+        tiny=False,
+    )
+    metrics = train(cfg)
+    run = Path(cfg.paths.output_dir)
+    for key in ("test/acc", "test/acc_1crop", "test/mean_class_acc"):
+        assert 0.0 <= metrics[key] <= 1.0
+
+    split = json.loads((run / "split.json").read_text())
+    assert split["split_seed"] == 0 and split["class_names"] == fixture.class_names
+    assert sorted(split["test"]) == sorted(fixture.splits["test"])
+
+    predictions = np.load(run / "predictions.npz")
+    probabilities, labels = predictions["probabilities"], predictions["labels"]
+    assert probabilities.shape == (len(fixture.splits["test"]), 3)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    assert list(predictions["ids"]) == split["test"]
+    assert list(labels) == [fixture.labels[i] for i in split["test"]]
+    accuracy = float((probabilities.argmax(axis=1) == labels).mean())
+    assert accuracy == pytest.approx(metrics["test/acc"], abs=1e-6)
