@@ -118,3 +118,75 @@ def test_non_editable_install_carries_the_configs(tmp_path):
         timeout=60,
     )
     assert Path(located.stdout.strip()) == target / "ptr_lightning" / "conf"
+
+
+def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
+    sweep = tmp_path / "sweep"
+    # R=-1 is refused by the config check: that job fails, the R=3 job still runs.
+    run_cli(
+        "-m",
+        *TINY,
+        "trainer.max_epochs=1",
+        "regularizer.R=-1,3",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    failed, ok = sweep / "0", sweep / "1"
+    assert "regularizer.R=-1" in (failed / "error.txt").read_text()
+    assert not (failed / "metrics.json").exists()
+    assert (ok / "metrics.json").is_file() and not (ok / "error.txt").exists()
+
+
+def test_a_failing_single_run_exits_non_zero_and_keeps_its_error(tmp_path):
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    result = subprocess.run(
+        [sys.executable, "-m", "ptr_lightning", "regularizer.R=0", f"hydra.run.dir={tmp_path}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode != 0
+    assert "regularizer.R=0" in result.stderr
+    assert "ConfigError" in (tmp_path / "error.txt").read_text()
+
+
+def test_optuna_search_runs_trials_and_reports_the_best(tmp_path):
+    sweep = tmp_path / "search"
+    run_cli(
+        "hparams_search=ptr_optuna",
+        "hydra.sweeper.n_trials=3",
+        *TINY,
+        "trainer.max_epochs=1",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    trials = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert len(trials) == 3 and all((t / "metrics.json").is_file() for t in trials)
+    results = (sweep / "optimization_results.yaml").read_text()
+    assert "regularizer.R" in results and "best_value" in results
+
+
+def test_multirun_of_two_methods_then_the_report(tmp_path, capsys):
+    from ptr_lightning.report import main as report
+
+    sweep = tmp_path / "sweep"
+    run_cli(
+        "-m",
+        *TINY,
+        "trainer.max_epochs=2",
+        "method=ft,ptr_sml1",
+        "seed=0,1",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert report([str(sweep)]) == 0
+    table = capsys.readouterr().out
+    rows = [line for line in table.splitlines() if line.startswith("| digits | resnet18 |")]
+    assert [row.split("|")[3].strip() for row in rows] == ["none", "ptr-sml1"]
+    assert all(row.split("|")[4].strip() == "2" for row in rows)
+    accs = [json.loads((sweep / str(i) / "metrics.json").read_text())["test/acc"] for i in range(4)]
+    baseline = 100 * (accs[0] + accs[2]) / 2  # jobs 0 and 2: method=ft, seeds 0 and 1
+    assert f"{baseline:.2f}" in rows[0]
+    assert (sweep / "report.md").is_file() and (sweep / "report.csv").is_file()

@@ -58,3 +58,69 @@ def test_per_backbone_defaults_follow_the_paper():
     assert resnet.regularizer.T == 1.0 and resnet.regularizer.loss == "smooth_l1"
     l2 = compose_config(["regression=l2", "regularizer.R=5", "paths.output_dir=/tmp/unused"])
     assert l2.regularizer.loss == "l2" and l2.regularizer.R == 5
+
+
+EXPERIMENTS = sorted(
+    str(p.relative_to(CONFIG_DIR / "experiment").with_suffix(""))
+    for p in (CONFIG_DIR / "experiment").rglob("*.yaml")
+)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_presets_compose_with_each_swept_value(experiment):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+        params = cfg.hydra.sweeper.params
+        assert params, "a paper preset is a multirun"
+        for key, values in params.items():
+            for value in str(values).split(","):
+                job = compose("config", overrides=[f"experiment={experiment}", f"{key}={value}"])
+                assert job.model.arch in {"vgg16", "vgg16_bn", "resnet50", "resnet101", "resnet18"}
+                check_config(OmegaConf.create(OmegaConf.to_container(job, resolve=False)))
+    GlobalHydra.instance().clear()
+
+
+def test_table1_preset_is_the_papers_table():
+    cfg = compose_config(
+        [
+            "experiment=paper/table1_vgg16",
+            "method=ptr_l2",
+            "dataset=stanford40",
+            "paths.output_dir=/tmp/unused",
+        ]
+    )
+    assert cfg.model.arch == "vgg16" and cfg.model.weight_decay == 5e-4
+    assert cfg.dataset.batch_size == 20 and cfg.regularizer.loss == "l2"
+    assert cfg.choices.regularizer == "ptr" and cfg.choices.regression == "l2"
+    caltech = compose_config(
+        ["experiment=paper/resnet101", "dataset=caltech256_30", "paths.output_dir=/tmp/unused"]
+    )
+    assert caltech.dataset.batch_size == 32 and caltech.model.arch == "resnet101"
+    assert caltech.choices.regularizer == "none"
+
+
+def test_slurm_preset_composes_the_submitit_launcher():
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["cluster=slurm"], return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    assert "SlurmLauncher" in cfg.hydra.launcher._target_
+    assert cfg.hydra.launcher.gpus_per_node == 1
+
+
+def test_every_config_folder_ships_in_the_wheel():
+    import tomllib
+
+    pyproject = tomllib.loads((CONFIG_DIR.parent / "pyproject.toml").read_text())
+    listed = set(pyproject["tool"]["setuptools"]["packages"])
+    folders = {p.parent for p in CONFIG_DIR.rglob("*.yaml")}
+    for folder in folders:
+        rel = folder.relative_to(CONFIG_DIR).parts
+        assert ".".join(("ptr_lightning", "conf", *rel)) in listed, folder

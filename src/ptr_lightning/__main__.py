@@ -10,9 +10,9 @@ from ptr_lightning.paths import CONFIG_DIR
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from ptr_lightning.train import objective, train  # keep --help and tab completion fast
+    from ptr_lightning.train import run_job  # keep --help and tab completion fast
 
-    return objective(cfg, train(cfg))
+    return run_job(cfg)
 
 
 if __name__ == "__main__":

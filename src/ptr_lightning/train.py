@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import traceback
 import warnings
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,31 @@ def summary(metrics: dict[str, Any], last_logged: dict[str, Any], out: Path) -> 
         "predictions.npz)"
     )
     return "\n".join(lines)
+
+
+def run_job(cfg: DictConfig) -> float | None:
+    """What the CLI runs for each job: ``train(cfg)``, its error kept in the run folder.
+
+    A failing job writes ``error.txt`` (the traceback) to its folder. In a multirun the sweep
+    goes on with the other jobs (the job returns NaN to a sweeper, and the report lists it);
+    a single run fails with the error.
+    """
+    try:
+        return objective(cfg, train(cfg))
+    except Exception:
+        out = Path(cfg.paths.output_dir)
+        write_atomic(out / "error.txt", traceback.format_exc())
+        if not is_multirun():
+            raise
+        log.exception("job failed; its error is in %s; the sweep goes on", out / "error.txt")
+        return math.nan
+
+
+def is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def objective(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:

@@ -1,0 +1,317 @@
+"""``python -m ptr_lightning.report`` on fabricated run folders: exact numbers, labels, failures."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from omegaconf import OmegaConf
+
+from ptr_lightning.report import find_run_dirs, main, mean_std
+
+TARGETS = {
+    "none": "ptr_lightning.regularizers.NoRegularizer",
+    "ptr": "ptr_lightning.regularizers.PseudoTask",
+    "fnp": "ptr_lightning.regularizers.FeatureNormPenalty",
+    "l2sp": "ptr_lightning.regularizers.L2SP",
+}
+LOSSES = {"sml1": "smooth_l1", "l2": "l2"}
+
+
+def run_config(
+    *,
+    seed: int = 0,
+    dataset: str = "digits",
+    arch: str = "resnet18",
+    regularizer: str = "none",
+    regression: str = "sml1",
+    weight_decay: float = 1e-4,
+    R: float = 3,
+    m: float = 1.0,
+    lr: float = 0.05,
+) -> dict[str, Any]:
+    """The keys of a resolved ``config.yaml`` that the report reads, shaped like train.py's."""
+    reg: dict[str, Any] = {"_target_": TARGETS[regularizer]}
+    if regularizer in ("ptr", "fnp"):
+        reg.update(R=R, m=m if regularizer == "ptr" else 0.0, T=1.0, loss=LOSSES[regression])
+        reg["seed"] = seed
+    if regularizer == "l2sp":
+        reg.update(alpha=0.01, beta=0.01)
+    return {
+        "model": {"arch": arch, "lr": lr, "weight_decay": weight_decay, "ptr": {"R": 3, "m": 1.0}},
+        "regularizer": reg,
+        "regression": {"loss": LOSSES[regression]},
+        "dataset": {"name": dataset, "batch_size": 20},
+        "seed": seed,
+        "choices": {
+            "dataset": dataset,
+            "model": arch,
+            "regularizer": regularizer,
+            "regression": regression,
+        },
+        "paths": {"output_dir": "somewhere"},
+    }
+
+
+def make_run(
+    folder: Path,
+    metrics: dict[str, Any] | None = None,
+    error: str | None = None,
+    **config: Any,
+) -> Path:
+    """A run folder: config.yaml, .hydra/, and metrics.json if the run finished."""
+    folder.mkdir(parents=True)
+    cfg = OmegaConf.create(run_config(**config))
+    OmegaConf.save(cfg, folder / "config.yaml")
+    (folder / ".hydra").mkdir()
+    OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")
+    if metrics is not None:
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+    if error is not None:
+        (folder / "error.txt").write_text(error)
+    return folder
+
+
+def make_sweep(root: Path, runs: list[tuple[dict[str, Any] | None, dict[str, Any]]]) -> Path:
+    """A Hydra multirun folder: ``<root>/<job number>/`` per run."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "multirun.yaml").write_text("hydra: {}\n")
+    for job, (metrics, config) in enumerate(runs):
+        make_run(root / str(job), metrics, **config)
+    return root
+
+
+def acc(value: float, mean_class: float | None = None) -> dict[str, Any]:
+    metrics: dict[str, Any] = {"test/acc": value, "val/acc": value, "epochs": 30}
+    if mean_class is not None:
+        metrics["test/mean_class_acc"] = mean_class
+    return metrics
+
+
+def read_csv(path: Path) -> dict[str, dict[str, str]]:
+    with path.open() as f:
+        return {row["method"]: row for row in csv.DictReader(f)}
+
+
+@pytest.fixture
+def table1(tmp_path: Path) -> Path:
+    """digits x resnet18: fine-tuning, PtR-SML1 (three seeds each) and one failed PtR run."""
+    sweep = make_sweep(
+        tmp_path / "multirun",
+        [
+            (acc(0.80), {"seed": 0}),
+            (acc(0.82), {"seed": 1}),
+            (acc(0.84), {"seed": 2}),
+            (acc(0.85), {"seed": 0, "regularizer": "ptr"}),
+            (acc(0.86), {"seed": 1, "regularizer": "ptr"}),
+            (acc(0.87), {"seed": 2, "regularizer": "ptr"}),
+        ],
+    )
+    make_run(
+        sweep / "6",
+        error="Traceback (most recent call last):\n  File x\nRuntimeError: CUDA out of memory\n",
+        seed=3,
+        regularizer="ptr",
+    )
+    return sweep
+
+
+def test_mean_and_sample_std() -> None:
+    mean, std = mean_std([80.0, 82.0, 84.0])
+    assert mean == pytest.approx(82.0) and std == pytest.approx(2.0)
+    assert mean_std([75.0]) == (75.0, 0.0)
+
+
+def test_table_has_exact_mean_std_gain_and_error_rate_reduction(table1, tmp_path, capsys):
+    assert main([str(table1)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "| dataset | backbone | method | n | acc mean (std) | gain | error-rate reduction |" in out
+    )
+    assert "| digits | resnet18 | none | 3 | 82.00 (2.00) |  |  | 0,1,2 |" in out
+    assert "| digits | resnet18 | ptr-sml1 | 3 | 86.00 (1.00) | +4.00 | 22.22% | 0,1,2 |" in out
+    assert "6 runs aggregated in 2 groups; 1 failed or unfinished." in out
+    # The failed run is listed with the exception line of its traceback, not dropped.
+    assert "## Failed or unfinished runs (1)" in out
+    failed = next(line for line in out.splitlines() if str(table1 / "6") in line)
+    assert "digits / resnet18 / ptr-sml1, seed 3" in failed
+    assert failed.endswith("RuntimeError: CUDA out of memory")
+
+    # --out defaults to the first folder; report.md is what was printed.
+    markdown = (table1 / "report.md").read_text()
+    assert markdown in out
+    assert (
+        "| digits | resnet18 | ptr-sml1 | 3 | 86.00 (1.00) | +4.00 | 22.22% | 0,1,2 |" in markdown
+    )
+    assert "CUDA out of memory" in markdown
+    rows = read_csv(table1 / "report.csv")
+    assert set(rows) == {"none", "ptr-sml1"}
+    ptr = rows["ptr-sml1"]
+    assert int(ptr["n"]) == 3 and ptr["seeds"] == "0 1 2" and ptr["baseline"] == "none"
+    assert float(ptr["mean_pct"]) == pytest.approx(86.0)
+    assert float(ptr["std_pct"]) == pytest.approx(1.0)
+    assert float(ptr["gain_pp"]) == pytest.approx(4.0)
+    assert float(ptr["error_rate_reduction_pct"]) == pytest.approx(100 * 4 / 18)
+    assert ptr["regularizer"] == "ptr" and ptr["regression"] == "sml1" and ptr["hparams"]
+    assert float(rows["none"]["mean_pct"]) == pytest.approx(82.0)
+    assert float(rows["none"]["std_pct"]) == pytest.approx(2.0)
+    assert rows["none"]["gain_pp"] == "" and rows["none"]["error_rate_reduction_pct"] == ""
+
+
+def test_out_folder_and_several_input_folders(table1, tmp_path, capsys):
+    other = make_sweep(tmp_path / "more", [(acc(0.90), {"seed": 0, "regularizer": "ptr"})])
+    out_dir = tmp_path / "reports" / "table1"
+    assert main([str(table1), str(other), str(table1), "--out", str(out_dir)]) == 0
+    out = capsys.readouterr().out
+    # The repeated folder is not counted twice: 4 PtR runs, mean of 85, 86, 87, 90.
+    assert "| digits | resnet18 | ptr-sml1 | 4 | 87.00 (2.16) | +5.00 | 27.78% | 0,0,1,2 |" in out
+    assert "seed 0 repeated" in out
+    assert (out_dir / "report.md").is_file() and (out_dir / "report.csv").is_file()
+    assert not (table1 / "report.md").exists()
+
+
+def test_unfinished_run_without_error_file_is_listed(tmp_path, capsys):
+    sweep = make_sweep(tmp_path / "sweep", [(acc(0.5), {"seed": 0})])
+    # Killed before train() wrote config.yaml: only Hydra's copy, with its interpolations.
+    killed = sweep / "1" / ".hydra"
+    killed.mkdir(parents=True)
+    (killed / "config.yaml").write_text(
+        "seed: 4\nmodel: {arch: resnet18, weight_decay: 0.0001}\n"
+        "dataset: {name: digits}\nchoices: {regularizer: '${hydra:runtime.choices.regularizer}'}\n"
+        "paths: {output_dir: '${hydra:runtime.output_dir}'}\n"
+    )
+    (killed / "hydra.yaml").write_text(
+        "hydra:\n  runtime:\n    choices: {regularizer: ptr, regression: l2}\n"
+    )
+    assert main([str(sweep)]) == 0
+    out = capsys.readouterr().out
+    assert "## Failed or unfinished runs (1)" in out
+    line = next(line for line in out.splitlines() if str(sweep / "1") in line)
+    assert "(digits / resnet18 / ptr-l2, seed 4): no metrics.json" in line
+
+
+def test_runs_differing_in_R_or_m_are_not_averaged_together(tmp_path, capsys):
+    runs = [(acc(0.80), {"seed": s}) for s in (0, 1)]
+    runs += [(acc(0.84), {"seed": s, "regularizer": "ptr", "R": 1}) for s in (0, 1)]
+    runs += [(acc(a), {"seed": s, "regularizer": "ptr", "R": 3}) for s, a in ((0, 0.86), (1, 0.88))]
+    runs += [(acc(0.9), {"seed": 0, "regularizer": "ptr", "R": 3.0, "m": 5.0})]
+    runs += [(acc(0.83), {"seed": 0, "regularizer": "ptr", "regression": "l2"})]
+    sweep = make_sweep(tmp_path / "sweep", runs)
+    assert main([str(sweep)]) == 0
+    out = capsys.readouterr().out
+    assert "| digits | resnet18 | none | 2 | 80.00 (0.00) |  |  | 0,1 |" in out
+    # Only ptr-sml1 was swept, so only its labels carry R and m (3 and 3.0 are one value).
+    assert (
+        "| digits | resnet18 | ptr-sml1 R=1,m=1 | 2 | 84.00 (0.00) | +4.00 | 20.00% | 0,1 |" in out
+    )
+    assert (
+        "| digits | resnet18 | ptr-sml1 R=3,m=1 | 2 | 87.00 (1.41) | +7.00 | 35.00% | 0,1 |" in out
+    )
+    assert (
+        "| digits | resnet18 | ptr-sml1 R=3,m=5 | 1 | 90.00 (0.00) | +10.00 | 50.00% | 0 |" in out
+    )
+    assert "| digits | resnet18 | ptr-l2 | 1 | 83.00 (0.00) | +3.00 | 15.00% | 0 |" in out
+    assert set(read_csv(sweep / "report.csv")) == {
+        "none",
+        "ptr-sml1 R=1,m=1",
+        "ptr-sml1 R=3,m=1",
+        "ptr-sml1 R=3,m=5",
+        "ptr-l2",
+    }
+
+
+def test_weight_decay_label_and_baseline(tmp_path, capsys):
+    sweep = make_sweep(
+        tmp_path / "sweep",
+        [
+            (acc(0.80), {"seed": 0}),
+            (acc(0.70), {"seed": 0, "weight_decay": 0.0}),
+            (acc(0.76), {"seed": 0, "weight_decay": 0.0, "regularizer": "ptr"}),
+            (acc(0.85), {"seed": 0, "regularizer": "fnp"}),
+        ],
+    )
+    assert main([str(sweep)]) == 0
+    out = capsys.readouterr().out
+    assert "| digits | resnet18 | none w/o WD | 1 | 70.00 (0.00) |  |  | 0 |" in out
+    # Compared with fine-tuning without weight decay: +6 over 70, 6 / 30 = 20 %.
+    assert "| digits | resnet18 | ptr-sml1 w/o WD | 1 | 76.00 (0.00) | +6.00 | 20.00% | 0 |" in out
+    assert "| digits | resnet18 | fnp-sml1 | 1 | 85.00 (0.00) | +5.00 | 25.00% | 0 |" in out
+
+
+def test_without_a_matching_baseline(tmp_path, capsys):
+    sweep = make_sweep(
+        tmp_path / "sweep",
+        [
+            (acc(0.80), {"seed": 0}),
+            (acc(0.74), {"seed": 0, "weight_decay": 0.0, "regularizer": "ptr"}),
+            (acc(0.60), {"seed": 0, "regularizer": "l2sp", "arch": "resnet50"}),
+        ],
+    )
+    assert main([str(sweep)]) == 0
+    out = capsys.readouterr().out
+    # No `none w/o WD`: the row's `none` is the baseline, and the table says so.
+    assert "| ptr-sml1 w/o WD | 1 | 74.00 (0.00) | -6.00 (vs none) | -30.00% | 0 |" in out
+    # No `none` at all in the resnet50 row: gains blank; l2sp gets no regression suffix.
+    assert "| digits | resnet50 | l2sp | 1 | 60.00 (0.00) |  |  | 0 |" in out
+
+
+def test_metric_switch_and_runs_lacking_the_metric(tmp_path, capsys):
+    sweep = make_sweep(
+        tmp_path / "sweep",
+        [
+            (acc(0.80, mean_class=0.70), {"seed": 0}),
+            (acc(0.82, mean_class=0.74), {"seed": 1}),
+            (acc(0.90), {"seed": 2}),  # an older run without test/mean_class_acc
+        ],
+    )
+    assert main([str(sweep), "--metric", "test/mean_class_acc"]) == 0
+    out = capsys.readouterr().out
+    assert "# test/mean_class_acc (%)" in out
+    assert "| digits | resnet18 | none | 2 | 72.00 (2.83) |  |  | 0,1 |" in out
+    assert "## Failed or unfinished runs (1)" in out
+    assert "metrics.json has no 'test/mean_class_acc'" in out
+    assert read_csv(sweep / "report.csv")["none"]["metric"] == "test/mean_class_acc"
+
+    assert main([str(sweep)]) == 0
+    assert "| digits | resnet18 | none | 3 | 84.00 (5.29) |" in capsys.readouterr().out
+
+
+def test_notes_when_a_group_mixes_other_settings(tmp_path, capsys):
+    sweep = make_sweep(
+        tmp_path / "sweep", [(acc(0.80), {"seed": 0}), (acc(0.82), {"seed": 1, "lr": 0.01})]
+    )
+    assert main([str(sweep)]) == 0
+    out = capsys.readouterr().out
+    assert "## Notes" in out
+    assert "digits / resnet18 / none: averaged over differing model.lr: 0.01, 0.05" in out
+
+
+def test_finds_runs_but_not_inside_them(tmp_path):
+    run = make_run(tmp_path / "outputs" / "2026-01-01" / "10-00-00", acc(0.5))
+    # W&B's offline folders hold a config.yaml of their own; they are not runs.
+    (run / "wandb" / "offline-run-1" / "files").mkdir(parents=True)
+    (run / "wandb" / "offline-run-1" / "files" / "config.yaml").write_text("a: 1\n")
+    (run / "checkpoints").mkdir()
+    make_sweep(tmp_path / "outputs" / "sweep", [(acc(0.5), {}) for _ in range(11)])
+    found = find_run_dirs([tmp_path / "outputs"])
+    assert found[0] == run
+    assert [p.name for p in found[1:]] == [str(job) for job in range(11)]
+    assert find_run_dirs([run]) == [run]
+
+
+def test_no_run_folder_is_an_error(tmp_path, capsys):
+    (tmp_path / "empty" / "wandb").mkdir(parents=True)
+    assert main([str(tmp_path / "empty")]) != 0
+    assert "no run folder" in capsys.readouterr().err
+    assert main([str(tmp_path / "typo")]) != 0
+    assert "no such folder" in capsys.readouterr().err
+
+
+def test_only_failed_runs_is_an_error_but_still_listed(tmp_path, capsys):
+    make_run(tmp_path / "sweep" / "0", error="ValueError: bad\n")
+    assert main([str(tmp_path / "sweep")]) != 0
+    captured = capsys.readouterr()
+    assert "ValueError: bad" in captured.out and "none of the 1 run folders" in captured.err
