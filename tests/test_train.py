@@ -81,6 +81,11 @@ def test_deterministic_runs_are_identical(make_cfg):
         ("model.arch=resnet7", r"model.arch='resnet7'"),
         ("model.lr=0", r"model.lr=0"),
         ("dataset.batch_size=0", r"dataset.batch_size=0"),
+        ("dataset.val_fraction=1.5", r"dataset.val_fraction=1.5.*\(0, 1\)"),
+        ("model.weight_decay=-1", r"model.weight_decay=-1.*>= 0"),
+        ("optimizer.momentum=1", r"optimizer.momentum=1.*\[0, 1\)"),
+        ("scheduler.patience=0", r"scheduler.patience=0"),
+        ("trainer.max_epochs=0", r"trainer.max_epochs=0"),
     ],
 )
 def test_bad_configuration_fails_before_training(make_cfg, override, message):

@@ -23,6 +23,18 @@ NUMERIC_RULES: list[tuple[str, Callable[[float], bool], str]] = [
     ("model.weight_decay", lambda v: v >= 0, ">= 0"),
     ("optimizer.momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("dataset.batch_size", lambda v: v >= 1 and float(v).is_integer(), "an integer >= 1"),
+    ("dataset.eval_batch_size", lambda v: v >= 1 and float(v).is_integer(), "an integer >= 1"),
+    ("dataset.val_fraction", lambda v: 0 < v < 1, "in (0, 1)"),
+    ("dataset.image_size", lambda v: v >= 8 and float(v).is_integer(), "an integer >= 8"),
+    ("dataset.crop", lambda v: v >= 8 and float(v).is_integer(), "an integer >= 8"),
+    ("dataset.max_scale", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("dataset.max_rotation", lambda v: 0 <= v <= 180, "in [0, 180] degrees"),
+    ("regularizer.alpha", lambda v: v >= 0, ">= 0"),
+    ("regularizer.beta", lambda v: v >= 0, ">= 0"),
+    ("regularizer.eta", lambda v: v >= 0, ">= 0"),
+    ("regularizer.weight", lambda v: v >= 0, ">= 0"),
+    ("regularizer.temperature", lambda v: v > 0, "> 0"),
+    ("regularizer.k", lambda v: v >= 1 and float(v).is_integer(), "an integer >= 1"),
     ("trainer.max_epochs", lambda v: v >= 1 and float(v).is_integer(), "an integer >= 1"),
     ("scheduler.patience", lambda v: v >= 1, ">= 1"),
     ("scheduler.factor", lambda v: 0 < v < 1, "in (0, 1)"),
@@ -59,6 +71,15 @@ def check_config(cfg: DictConfig) -> None:
             f"model.arch={arch!r} is not a torchvision classification backbone; pick a model "
             "config: model=vgg16, vgg16_bn, resnet18, resnet50 or resnet101"
         )
+    crop, size = _get(cfg, "dataset.crop"), _get(cfg, "dataset.image_size")
+    if isinstance(crop, int) and isinstance(size, int) and crop > size:
+        raise ConfigError(f"dataset.crop={crop} must not exceed dataset.image_size={size}")
+    reader = _get(cfg, "dataset.reader")
+    if reader is not _MISSING:
+        from ptr_lightning.data.archives import READERS
+
+        if reader not in READERS:
+            raise ConfigError(f"dataset.reader={reader!r} is unknown; known: {sorted(READERS)}")
     milestones = _get(cfg, "scheduler.milestones")
     if milestones not in (_MISSING, None) and not all(0 < float(f) < 1 for f in milestones):
         raise ConfigError(

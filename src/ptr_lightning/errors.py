@@ -7,3 +7,7 @@ class ConfigError(ValueError):
 
 class WeightsError(RuntimeError):
     """Pre-trained weights could not be found, read or fitted to the backbone."""
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A training loss became NaN or infinite; training stops before the weights are updated."""

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from ptr_lightning.errors import NonFiniteLossError
 from ptr_lightning.regularizers import Regularizer, StepTensors
 from ptr_lightning.transforms import Normalize, SingleView
 
@@ -97,6 +98,7 @@ class FineTuner(L.LightningModule):
         features, logits = self(images)
         ce = F.cross_entropy(logits, labels)
         total, stats = self.regularizer(ce, StepTensors(images, features, logits, labels))
+        self.check_finite(ce, total)
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(total)
         optimizer.step()
@@ -107,6 +109,19 @@ class FineTuner(L.LightningModule):
         if stats:
             self.log_dict(stats, on_step=True, on_epoch=False)
         return {"loss": total.detach(), "ce": ce.detach(), "batch_size": labels.shape[0]}
+
+    def check_finite(self, ce: Tensor, total: Tensor) -> None:
+        """Stop before a non-finite loss reaches the weights (the last checkpoint stays good)."""
+        if bool(torch.isfinite(total)):
+            return
+        culprit = "train/ce" if not bool(torch.isfinite(ce)) else "the regularizer's term"
+        raise NonFiniteLossError(
+            f"non-finite loss at step {self.global_step} (epoch {self.current_epoch}, batch "
+            f"{self.trainer.fit_loop.epoch_loop.batch_idx}): {culprit} is "
+            f"{float(total - ce) if culprit != 'train/ce' else float(ce)}. The weights were not "
+            "updated; the last checkpoint (checkpoints/last.ckpt) is from before it. Lower "
+            "model.lr, or check the data and the regularizer's settings."
+        )
 
     def view_probabilities(self, views: Tensor) -> Tensor:
         """(B, V, C, H, W) -> class probabilities (B, V, K) of each view."""

@@ -20,9 +20,16 @@ from omegaconf import DictConfig, OmegaConf
 from ptr_lightning.backbones import build_backbone_and_head
 from ptr_lightning.callbacks import PseudoTaskSwitch
 from ptr_lightning.config_checks import check_config
+from ptr_lightning.fault_tolerance import CheckpointOnSigterm, RandomStateCheckpoint
 from ptr_lightning.loggers import finish_wandb
 from ptr_lightning.module import FineTuner
 from ptr_lightning.outputs import write_atomic, write_json, write_npz
+from ptr_lightning.resume import (
+    LAST_CHECKPOINT,
+    command_line_overrides,
+    keep_earlier_metrics,
+    resume_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +63,19 @@ def build_callbacks(cfg: DictConfig, module: FineTuner, out: Path) -> list[L.Cal
     if module.regularizer.gated:
         callbacks.append(PseudoTaskSwitch(threshold=module.regularizer.T))
     callbacks.append(instantiate(cfg.scheduler))
+    # Saved in on_train_epoch_end, after the switch and the schedule have stepped, so a resumed
+    # run starts from exactly the state the uninterrupted run had at that point.
     callbacks.append(
-        ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0, monitor=None)
+        ModelCheckpoint(
+            dirpath=out / "checkpoints",
+            filename=LAST_CHECKPOINT.stem,  # one file, replaced every epoch
+            save_top_k=1,
+            monitor=None,
+            enable_version_counter=False,
+            save_on_train_epoch_end=True,
+        )
     )
+    callbacks += [RandomStateCheckpoint(), CheckpointOnSigterm(out / LAST_CHECKPOINT)]
     return callbacks
 
 
@@ -71,11 +88,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Fine-tune, test the model of the last epoch, and write ``metrics.json``.
 
     The run folder ``cfg.paths.output_dir`` receives the resolved config (``config.yaml``),
-    the checkpoints (``checkpoints/last.ckpt``), the CSV metrics and ``metrics.json``.
+    the checkpoints (``checkpoints/last.ckpt``, every epoch), the CSV metrics, ``split.json``,
+    ``predictions.npz`` and ``metrics.json``. ``cfg.resume`` (a run folder) continues that run
+    in its folder; ``cfg.ckpt_path`` continues from a checkpoint in a new folder.
     """
+    if cfg.get("resume"):
+        cfg = resume_config(cfg, command_line_overrides())
     check_config(cfg)
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path:
+        keep_earlier_metrics(out)
     write_atomic(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     started = time.monotonic()
     L.seed_everything(cfg.seed, workers=True)
@@ -102,7 +126,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     try:
-        trainer.fit(module, datamodule=datamodule)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         last_epoch = {k: float(v) for k, v in trainer.callback_metrics.items()}
         # The paper evaluates the model after the last epoch, not the best checkpoint.
         (test_metrics,) = trainer.test(module, datamodule=datamodule, verbose=False)
