@@ -63,5 +63,8 @@ class CheckpointOnSigterm(L.Callback):
     ) -> None:
         if isinstance(exception, SIGTERMException):
             trainer.save_checkpoint(self.path)
-            log.warning("SIGTERM: checkpoint written to %s; resume with resume=%s",
-                        self.path, self.path.parent.parent)
+            log.warning(
+                "SIGTERM: checkpoint written to %s; resume with resume=%s",
+                self.path,
+                self.path.parent.parent,
+            )
