@@ -32,6 +32,13 @@ REGRESSION_LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "l2": F.mse_loss,
 }
 
+# d f_reg / d features per element, times the number of elements (the mean's 1/N left out):
+# closed forms, so the pseudo-task's gradient norm needs no autograd call.
+REGRESSION_GRADIENTS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "smooth_l1": lambda x, t: (x - t).clamp(-1.0, 1.0),  # beta = 1, torch's default
+    "l2": lambda x, t: 2.0 * (x - t),
+}
+
 
 def regression_loss(features: Tensor, targets: Tensor, loss: str = "smooth_l1") -> Tensor:
     """``f_reg(features, targets)``, mean over all elements: smooth-L1 ("SML1") or L2 (MSE)."""
@@ -103,9 +110,11 @@ def pseudo_task_loss(
     # The regression runs on a float32 (or wider) copy of the features so that its gradient,
     # ~1/(B*D) per element, does not underflow in half precision.
     features32 = features.to(torch.promote_types(features.dtype, torch.float32))
-    ptr_loss = regression_loss(features32, targets.to(features32), loss)
+    targets = targets.to(features32)
+    ptr_loss = regression_loss(features32, targets, loss)
     g_ce = mean_row_grad_norm(ce_loss, features)
-    g_ptr = mean_row_grad_norm(ptr_loss, features32)
+    d_ptr = REGRESSION_GRADIENTS[loss](features32.detach(), targets) / features.numel()
+    g_ptr = d_ptr.flatten(1).norm(dim=1).mean()
     if reduce is not None:
         g_ce, g_ptr = reduce(g_ce), reduce(g_ptr)
     w = balance_weight(g_ce, g_ptr, R)
