@@ -22,6 +22,7 @@ def fake_trainer(epoch: int = 0, **metrics: float):
         optimizers=[torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)],
         max_epochs=20,
         should_stop=False,
+        sanity_checking=False,
     )
 
 
@@ -95,6 +96,40 @@ def test_switch_state_round_trips_through_a_real_checkpoint(make_cfg, tmp_path):
     assert seen and set(seen) == {True}  # the very first resumed step already has PtR on
 
 
+def validate_then_end_epoch(schedule, trainer, module):
+    schedule.on_validation_epoch_end(trainer, module)
+    schedule.on_train_epoch_end(trainer, module)
+
+
+def test_epochs_without_validation_do_not_count_towards_patience():
+    schedule, trainer, module = PaperPlateauSchedule(patience=2), fake_trainer(), FakeModule()
+    trainer.callback_metrics = {"val/loss": torch.tensor(1.0), "val/acc": torch.tensor(0.5)}
+    for epoch in range(6):  # validation every 2nd epoch; the metrics never improve after it
+        trainer.current_epoch = epoch
+        if epoch % 2 == 0:
+            schedule.on_validation_epoch_end(trainer, module)
+        schedule.on_train_epoch_end(trainer, module)
+    # validated epochs 0 (best), 2 and 4 (two plateaus): the first reduction after epoch 4
+    assert schedule.reductions == 1 and schedule.bad_epochs == 0
+
+
+def test_a_stopped_schedule_stays_stopped_after_resume():
+    schedule, trainer, module = (
+        PaperPlateauSchedule(patience=1, max_reductions=0),
+        fake_trainer(),
+        FakeModule(),
+    )
+    for epoch in range(2):
+        trainer.current_epoch = epoch
+        trainer.callback_metrics = {"val/loss": torch.tensor(1.0), "val/acc": torch.tensor(0.5)}
+        validate_then_end_epoch(schedule, trainer, module)
+    assert trainer.should_stop
+    restored, resumed = PaperPlateauSchedule(patience=1, max_reductions=0), fake_trainer()
+    restored.load_state_dict(schedule.state_dict())
+    restored.on_train_start(resumed, module)
+    assert resumed.should_stop
+
+
 def test_plateau_reduces_twice_then_stops():
     schedule = PaperPlateauSchedule(patience=2, factor=0.1, max_reductions=2)
     trainer = fake_trainer()
@@ -104,7 +139,7 @@ def test_plateau_reduces_twice_then_stops():
     for epoch, (loss, acc) in enumerate([(1.0, 0.5), (0.9, 0.6)] + [(0.95, 0.55)] * 8):
         trainer.current_epoch = epoch
         trainer.callback_metrics = {"val/loss": torch.tensor(loss), "val/acc": torch.tensor(acc)}
-        schedule.on_train_epoch_end(trainer, module)
+        validate_then_end_epoch(schedule, trainer, module)
         history.append((trainer.optimizers[0].param_groups[0]["lr"], trainer.should_stop))
         if trainer.should_stop:
             break
@@ -116,9 +151,10 @@ def test_plateau_reduces_twice_then_stops():
 def test_plateau_counts_an_epoch_as_progress_if_either_metric_improves():
     schedule = PaperPlateauSchedule(patience=1)
     trainer, module = fake_trainer(), FakeModule()
-    for loss, acc in [(1.0, 0.5), (1.1, 0.6), (0.9, 0.4)]:  # acc up, then loss down
+    for epoch, (loss, acc) in enumerate([(1.0, 0.5), (1.1, 0.6), (0.9, 0.4)]):  # acc, then loss
+        trainer.current_epoch = epoch
         trainer.callback_metrics = {"val/loss": torch.tensor(loss), "val/acc": torch.tensor(acc)}
-        schedule.on_train_epoch_end(trainer, module)
+        validate_then_end_epoch(schedule, trainer, module)
     assert trainer.optimizers[0].param_groups[0]["lr"] == 1.0
     restored = PaperPlateauSchedule(patience=1)
     restored.load_state_dict(schedule.state_dict())

@@ -190,3 +190,20 @@ def test_multirun_of_two_methods_then_the_report(tmp_path, capsys):
     baseline = 100 * (accs[0] + accs[2]) / 2  # jobs 0 and 2: method=ft, seeds 0 and 1
     assert f"{baseline:.2f}" in rows[0]
     assert (sweep / "report.md").is_file() and (sweep / "report.csv").is_file()
+
+
+def test_single_run_with_ddp_on_two_cpu_processes(tmp_path):
+    run = tmp_path / "ddp"
+    result = run_cli(
+        *TINY,
+        "trainer.max_epochs=2",
+        "regularizer.T=100",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.strategy=ddp",
+        f"hydra.run.dir={run}",
+        cwd=tmp_path,
+    )
+    assert "pseudo-task on since epoch 0" in result.stdout
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["ptr_active"] is True and 0.0 <= metrics["test/acc"] <= 1.0

@@ -94,6 +94,14 @@ def test_dataset_splits_labels_and_items(name, tmp_path):
     assert again.split_ids == dm.split_ids  # deterministic for a split seed
 
 
+def test_image_folders_without_test_split_fail_before_training(make_cfg, tmp_path):
+    fixture = make_imagefolder(tmp_path / "data", with_test=False)
+    cfg = make_cfg("dataset=imagefolder", f"dataset.root={fixture.root}", *SMALL, tiny=False)
+    with pytest.raises(DatasetError, match="no test images"):
+        train(cfg)
+    assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
+
+
 def test_validation_holdout_depends_on_split_seed_only(tmp_path):
     fixture = make_cub200(tmp_path / "data")
     a = datamodule("cub200", fixture.root, "dataset.split_seed=1", "seed=5")
@@ -155,3 +163,7 @@ def test_run_on_image_folders_saves_split_and_predictions(make_cfg, tmp_path):
     assert list(labels) == [fixture.labels[i] for i in split["test"]]
     accuracy = float((probabilities.argmax(axis=1) == labels).mean())
     assert accuracy == pytest.approx(metrics["test/acc"], abs=1e-6)
+    val = np.load(run / "predictions_val.npz")
+    assert list(val["ids"]) == split["val"] and val["probabilities"].shape == (len(split["val"]), 3)
+    val_accuracy = float((val["probabilities"].argmax(axis=1) == val["labels"]).mean())
+    assert val_accuracy == pytest.approx(metrics["val/acc"], abs=1e-6)

@@ -2,7 +2,9 @@
 
     python -m ptr_lightning.analysis <fine-tuning run folder> <PtR run folder>
 
-Each run folder holds ``predictions.npz`` (per test image: class probabilities, label, id).
+Each run folder holds ``predictions.npz`` (test) and ``predictions_val.npz`` (validation): per
+image, class probabilities, label, id. The paper analysed the validation set (CUB200, 584
+images, ResNet-50): ``--split val`` reproduces that; the default is the test set.
 Reported, as in Zhong & Maki (CVPR 2020), Section 4:
   S   = sum of the diagonal of C, where row y of C accumulates the predicted probabilities of
         the images of class y (certainty on the correct class; the paper: 404 FT -> 425 PtR)
@@ -61,8 +63,12 @@ def rectifications(
     return np.flatnonzero(~base_ok & reg_ok), np.flatnonzero(base_ok & ~reg_ok)
 
 
-def load_predictions(run: Path) -> dict[str, np.ndarray]:
-    path = run / "predictions.npz" if run.is_dir() else run
+PREDICTION_FILES = {"test": "predictions.npz", "val": "predictions_val.npz"}
+PER_IMAGE = ("probabilities", "labels", "ids")
+
+
+def load_predictions(run: Path, split: str = "test") -> dict[str, np.ndarray]:
+    path = run / PREDICTION_FILES[split] if run.is_dir() else run
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: give a finished run's folder")
     with np.load(path) as data:
@@ -75,18 +81,19 @@ def aligned(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, np.
         raise ValueError("the two runs tested different images (another split or data set)")
     order = {image_id: i for i, image_id in enumerate(b["ids"].tolist())}
     index = np.array([order[i] for i in a["ids"].tolist()])
-    return {key: (value[index] if len(value) == len(index) else value) for key, value in b.items()}
+    return {key: (value[index] if key in PER_IMAGE else value) for key, value in b.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("baseline", type=Path, help="fine-tuning run folder (or predictions.npz)")
     parser.add_argument("regularized", type=Path, help="PtR run folder (or predictions.npz)")
+    parser.add_argument("--split", choices=sorted(PREDICTION_FILES), default="test")
     args = parser.parse_args(argv)
-    base = load_predictions(args.baseline)
-    reg = aligned(base, load_predictions(args.regularized))
+    base = load_predictions(args.baseline, args.split)
+    reg = aligned(base, load_predictions(args.regularized, args.split))
     labels = base["labels"]
-    print(f"{len(labels)} test images, {base['probabilities'].shape[1]} classes")
+    print(f"{len(labels)} {args.split} images, {base['probabilities'].shape[1]} classes")
     print(f"{'':12s} {'accuracy':>9s} {'S (diag)':>9s} {'S-prime':>9s} {'H (bits)':>9s}")
     for name, data in (("baseline", base), ("regularized", reg)):
         s = prediction_stats(data["probabilities"], labels)

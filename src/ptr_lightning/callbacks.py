@@ -80,11 +80,26 @@ class LearningRateSchedule(L.Callback):
     steps Lightning's schedulers). Subclasses decide; this base applies, logs and checkpoints.
     """
 
-    state_keys: tuple[str, ...] = ()  # what must survive a resume
+    state_keys: tuple[str, ...] = ()  # what must survive a resume, besides `stopped`
+    stopped = False
+    validated_epoch: int | None = None
 
     def decide(self, trainer: L.Trainer) -> tuple[float, bool]:
         """Return ``(factor to multiply every learning rate by, whether to stop now)``."""
         raise NotImplementedError
+
+    def validated_this_epoch(self, trainer: L.Trainer) -> bool:
+        # callback_metrics keep the last validation's values through epochs without one.
+        return self.validated_epoch == trainer.current_epoch
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.validated_epoch = trainer.current_epoch
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # A run resumed from the checkpoint of the epoch its schedule ended stays ended.
+        if self.stopped:
+            trainer.should_stop = True
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         pl_module.log("lr", trainer.optimizers[0].param_groups[0]["lr"], on_epoch=True)
@@ -92,14 +107,14 @@ class LearningRateSchedule(L.Callback):
         if factor != 1.0:
             scale_learning_rate(trainer, factor)
         if stop:
-            trainer.should_stop = True
+            self.stopped = trainer.should_stop = True
 
     def state_dict(self) -> dict[str, Any]:
-        return {key: getattr(self, key) for key in self.state_keys}
+        return {key: getattr(self, key) for key in (*self.state_keys, "stopped")}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        for key in self.state_keys:
-            setattr(self, key, state_dict[key])
+        for key in (*self.state_keys, "stopped"):
+            setattr(self, key, state_dict.get(key, False if key == "stopped" else None))
 
 
 class PaperPlateauSchedule(LearningRateSchedule):
@@ -128,7 +143,7 @@ class PaperPlateauSchedule(LearningRateSchedule):
 
     def decide(self, trainer: L.Trainer) -> tuple[float, bool]:
         metrics = trainer.callback_metrics
-        if "val/loss" not in metrics or "val/acc" not in metrics:
+        if not self.validated_this_epoch(trainer) or "val/loss" not in metrics:
             return 1.0, False  # no validation this epoch: nothing to judge
         loss, acc = float(metrics["val/loss"]), float(metrics["val/acc"])
         improved = False

@@ -71,6 +71,12 @@ def check_config(cfg: DictConfig) -> None:
             f"model.arch={arch!r} is not a torchvision classification backbone; pick a model "
             "config: model=vgg16, vgg16_bn, resnet18, resnet50 or resnet101"
         )
+    if str(_get(cfg, "trainer.precision")) in {"16", "16-mixed", "16-true"}:
+        raise ConfigError(
+            f"trainer.precision={_get(cfg, 'trainer.precision')!r}: float16 is not supported "
+            "(PtR reads gradients at the feature layer that GradScaler does not scale, so they "
+            "underflow); use trainer.precision=bf16-mixed, or 32-true"
+        )
     crop, size = _get(cfg, "dataset.crop"), _get(cfg, "dataset.image_size")
     if isinstance(crop, int) and isinstance(size, int) and crop > size:
         raise ConfigError(f"dataset.crop={crop} must not exceed dataset.image_size={size}")

@@ -23,7 +23,8 @@ class FineTuner(L.LightningModule):
     feature tensor), and the step then back-propagates ``regularizer(ce)`` through the backbone
     once. Evaluation averages class probabilities over the views the eval transform returns
     (one view by default, ten crops for the paper's protocol); the test's class probabilities
-    are kept in ``test_predictions`` for the run's ``predictions.npz``.
+    of the last validation epoch and of the test are kept in ``predictions`` for the run's
+    ``predictions_val.npz`` and ``predictions.npz``.
     """
 
     def __init__(
@@ -58,7 +59,8 @@ class FineTuner(L.LightningModule):
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc_1crop = MulticlassAccuracy(num_classes, average="micro")
         self.test_mean_class_acc = MulticlassAccuracy(num_classes, average="macro")
-        self.test_predictions: list[tuple[Tensor, Tensor]] = []
+        # The last validation epoch's and the test's (probabilities, labels), per batch.
+        self.predictions: dict[str, list[tuple[Tensor, Tensor]]] = {"val": [], "test": []}
         self.regularizer.attach(self.backbone, self.head, source_classifier)
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
@@ -112,7 +114,10 @@ class FineTuner(L.LightningModule):
 
     def check_finite(self, ce: Tensor, total: Tensor) -> None:
         """Stop before a non-finite loss reaches the weights (the last checkpoint stays good)."""
-        if bool(torch.isfinite(total)):
+        finite = torch.isfinite(total.detach()).float()
+        if self.trainer.world_size > 1:  # every rank must stop together, or the others hang
+            finite = self.trainer.strategy.reduce(finite, reduce_op="min")
+        if bool(finite):
             return
         culprit = "train/ce" if not bool(torch.isfinite(ce)) else "the regularizer's term"
         raise NonFiniteLossError(
@@ -134,11 +139,17 @@ class FineTuner(L.LightningModule):
         probs = self.view_probabilities(views).mean(dim=1)
         loss = F.nll_loss(probs.clamp_min(1e-12).log(), labels)
         self.val_acc(probs, labels)
-        self.log("val/loss", loss, on_epoch=True, prog_bar=True)
+        # Synced: the schedule's decisions must be the same on every rank.
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True)
+        if not self.trainer.sanity_checking:
+            self.predictions["val"].append((probs.cpu(), labels.cpu()))
         self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True)
 
+    def on_validation_epoch_start(self) -> None:
+        self.predictions["val"] = []
+
     def on_test_epoch_start(self) -> None:
-        self.test_predictions = []
+        self.predictions["test"] = []
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         views, labels = batch
@@ -150,7 +161,7 @@ class FineTuner(L.LightningModule):
         self.log("test/acc", self.test_acc, on_epoch=True)
         self.log("test/acc_1crop", self.test_acc_1crop, on_epoch=True)
         self.log("test/mean_class_acc", self.test_mean_class_acc, on_epoch=True)
-        self.test_predictions.append((probs.cpu(), labels.cpu()))
+        self.predictions["test"].append((probs.cpu(), labels.cpu()))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = getattr(self.regularizer, "generator_state", lambda: None)()

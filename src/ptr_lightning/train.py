@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 import time
 import traceback
 import warnings
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from ptr_lightning.backbones import build_backbone_and_head
@@ -142,22 +144,31 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         ptr_switch_epoch=switch.switch_epoch if switch else None,
         seconds=round(time.monotonic() - started, 1),
     )
-    write_predictions(out / "predictions.npz", module, datamodule)
-    write_json(out / "metrics.json", metrics)
-    print(summary(metrics, last_epoch, out), flush=True)
+    if trainer.is_global_zero:
+        if trainer.world_size == 1:
+            write_predictions(out, module, datamodule)
+        else:
+            log.warning("predictions.npz is written by single-device runs only")
+        write_json(out / "metrics.json", metrics)
+        print(summary(metrics, last_epoch, out), flush=True)
     return metrics
 
 
-def write_predictions(path: Path, module: FineTuner, datamodule) -> None:
-    """Per test image: class probabilities, label and image id (for the Section 4 analysis)."""
-    probs, labels = (torch.cat(parts) for parts in zip(*module.test_predictions, strict=True))
-    write_npz(
-        path,
-        probabilities=probs.numpy(),
-        labels=labels.numpy(),
-        ids=np.array(datamodule.split_ids["test"]),
-        class_names=np.array(datamodule.class_names),
-    )
+def write_predictions(out: Path, module: FineTuner, datamodule) -> None:
+    """Per image of the test (``predictions.npz``) and validation (``predictions_val.npz``)
+    sets, as the final model saw them: class probabilities, label and image id."""
+    for split, name in (("test", "predictions.npz"), ("val", "predictions_val.npz")):
+        parts = module.predictions[split]
+        if not parts:
+            continue
+        probs, labels = (torch.cat(p) for p in zip(*parts, strict=True))
+        write_npz(
+            out / name,
+            probabilities=probs.numpy(),
+            labels=labels.numpy(),
+            ids=np.array(datamodule.split_ids[split]),
+            class_names=np.array(datamodule.class_names),
+        )
 
 
 def summary(metrics: dict[str, Any], last_logged: dict[str, Any], out: Path) -> str:
@@ -191,10 +202,16 @@ def run_job(cfg: DictConfig) -> float | None:
 
     A failing job writes ``error.txt`` (the traceback) to its folder. In a multirun the sweep
     goes on with the other jobs (the job returns NaN to a sweeper, and the report lists it);
-    a single run fails with the error.
+    a single run fails with the error. SIGTERM ends the process with status 143 after the
+    checkpoint is written.
     """
     try:
         return objective(cfg, train(cfg))
+    except SIGTERMException:
+        # Pre-empted: the checkpoint is written (CheckpointOnSigterm). Exit as a terminated
+        # process does, so a scheduler or script never takes this run for a finished one.
+        write_atomic(Path(cfg.paths.output_dir) / "error.txt", "terminated by SIGTERM\n")
+        raise SystemExit(128 + signal.SIGTERM) from None
     except Exception:
         out = Path(cfg.paths.output_dir)
         write_atomic(out / "error.txt", traceback.format_exc())

@@ -109,6 +109,11 @@ class ArchiveDataModule(InMemoryDataModule):
     def splits(self) -> dict[str, list[Sample]]:
         index = self.read_index()
         self.class_names = list(index.class_names)
+        if not index.test:
+            raise DatasetError(
+                f"{self.name}: no test images under {self.root}. The protocol tests the model "
+                "of the last epoch: add a test split (for imagefolder, root/test/<class>/...)."
+            )
         if index.val is not None:
             return {"train": index.train, "val": index.val, "test": index.test}
         train, val = holdout_val(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -51,11 +52,17 @@ class PseudoTask(Regularizer):
     def generator(self, device: torch.device) -> torch.Generator:
         if self._generator is None or self._generator.device != device:
             self._generator = torch.Generator(device=device)
-            self._generator.manual_seed(self.seed)
+            self._generator.manual_seed(self.stream_seed())
             if self._pending_generator_state is not None:
                 self._generator.set_state(self._pending_generator_state)
                 self._pending_generator_state = None
         return self._generator
+
+    def stream_seed(self) -> int:
+        """A seed of its own, derived from ``seed`` and the rank: not the stream that the global
+        generator (seeded with ``seed``) uses for augmentation, and different on every rank."""
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        return int(np.random.SeedSequence([self.seed, 0x505452, rank]).generate_state(1)[0])
 
     def generator_state(self) -> Tensor | None:
         return None if self._generator is None else self._generator.get_state()
