@@ -192,7 +192,7 @@ def summary(metrics: dict[str, Any], last_logged: dict[str, Any], out: Path) -> 
         lines.append("pseudo-task: not switched on (epoch-mean CE stayed >= T)")
     lines.append(
         f"run folder: {out}  (metrics.json, config.yaml, checkpoints/, csv/, split.json, "
-        "predictions.npz)"
+        "predictions*.npz)"
     )
     return "\n".join(lines)
 
