@@ -80,15 +80,15 @@ def test_dataset_splits_labels_and_items(name, tmp_path):
     if name != "webface500":  # WebFace's labels depend on which identities are chosen
         assert dm.class_names == fixture.class_names
         for split in ("train", "val", "test"):
-            labels = getattr(dm, f"{split}_dataset").tensors[1].tolist()
+            labels = getattr(dm, f"{split}_dataset").labels.tolist()
             assert labels == [fixture.labels[i] for i in dm.split_ids[split]]
 
     image, label = dm.train_dataset[0]
     assert image.dtype == torch.uint8 and image.shape == (3, 40, 40)
-    assert 0 <= int(label) < dm.num_classes
+    assert isinstance(label, int) and 0 <= label < dm.num_classes
     views = dm.test_transform(torch.stack([dm.test_dataset[i][0] for i in range(2)]))
     assert views.shape == (2, 10, 3, 32, 32)
-    assert dm.train_transform(dm.train_dataset.tensors[0][:2]).shape == (2, 3, 32, 32)
+    assert dm.train_transform(dm.train_dataset.images[:2]).shape == (2, 3, 32, 32)
 
     again = datamodule(name, fixture.root, *overrides)
     assert again.split_ids == dm.split_ids  # deterministic for a split seed

@@ -61,3 +61,14 @@ def test_optimizer_is_sgd_with_momentum_weight_decay_and_head_lr_multiplier(make
     assert backbone_group["momentum"] == 0.9
     assert backbone_group["weight_decay"] == cfg.model.weight_decay == 1e-4
     assert {id(p) for p in head_group["params"]} == {id(p) for p in module.head.parameters()}
+
+
+def test_l2sp_replaces_weight_decay_and_lwf_trains_its_old_head(make_cfg):
+    l2sp = build_module(make_cfg("regularizer=l2sp"), instantiate(make_cfg().dataset))
+    assert all(group["weight_decay"] == 0.0 for group in l2sp.configure_optimizers().param_groups)
+
+    lwf = build_module(make_cfg("regularizer=lwf"), instantiate(make_cfg().dataset))
+    groups = lwf.configure_optimizers().param_groups
+    assert len(groups) == 3 and all(group["weight_decay"] == 1e-4 for group in groups)
+    trainable = {id(p) for p in lwf.regularizer.parameters() if p.requires_grad}
+    assert trainable and {id(p) for p in groups[2]["params"]} == trainable

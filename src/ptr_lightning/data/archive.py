@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import TensorDataset
 
 from ptr_lightning.data.archives import READERS, ArchiveIndex, DatasetError, Sample, holdout_val
-from ptr_lightning.data.base import InMemoryDataModule
+from ptr_lightning.data.base import DecodedImages, InMemoryDataModule
 from ptr_lightning.data.downloads import DOWNLOADS
 from ptr_lightning.data.images import decode_all
 from ptr_lightning.errors import ConfigError
@@ -127,7 +126,7 @@ class ArchiveDataModule(InMemoryDataModule):
         except ValueError:
             return str(path)
 
-    def _decode(self, split: str, samples: list[Sample]) -> TensorDataset:
+    def _decode(self, split: str, samples: list[Sample]) -> DecodedImages:
         cache = None
         if self.cache_dir is not None:
             cache = self.cache_dir / f"{self.name}-{split}-{self.image_size}.npy"
@@ -151,7 +150,7 @@ class ArchiveDataModule(InMemoryDataModule):
         kept = [s for i, s in enumerate(samples) if i not in skipped_set]
         self.split_ids[split] = [self._image_id(s.path) for s in kept]
         labels = torch.tensor([s.label for s in kept], dtype=torch.long)
-        return TensorDataset(images, labels)
+        return DecodedImages(images, labels)
 
     def setup(self, stage: str | None = None) -> None:
         if self.split_ids:

@@ -10,10 +10,25 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from ptr_lightning.transforms import Normalize, SingleView
+
+
+class DecodedImages(Dataset):
+    """Decoded uint8 images (N, 3, H, W) and their labels; an item is ``(image, int label)``."""
+
+    def __init__(self, images: Tensor, labels: Tensor) -> None:
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images, self.labels = images, labels.long()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        return self.images[index], int(self.labels[index])
 
 
 class InMemoryDataModule(L.LightningDataModule):

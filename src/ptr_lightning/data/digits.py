@@ -14,9 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import TensorDataset
 
-from ptr_lightning.data.base import InMemoryDataModule
+from ptr_lightning.data.base import DecodedImages, InMemoryDataModule
 from ptr_lightning.errors import ConfigError
 
 
@@ -98,5 +97,5 @@ class DigitsDataModule(InMemoryDataModule):
         for name, idx in splits.items():
             # Indices into scikit-learn's array, so a saved split names the exact images used.
             self.split_ids[name] = [f"digits[{i}]" for i in kept[idx]]
-            data = TensorDataset(images[kept[idx]], torch.from_numpy(labels[idx]).long())
+            data = DecodedImages(images[kept[idx]], torch.from_numpy(labels[idx]))
             setattr(self, f"{name}_dataset", data)
