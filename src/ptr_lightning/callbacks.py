@@ -22,7 +22,7 @@ class PseudoTaskSwitch(L.Callback):
         self.threshold = float(threshold)
         self.active = False
         self.switch_epoch: int | None = None
-        self.ce_sum = 0.0
+        self.ce_sum: float | torch.Tensor = 0.0  # a device tensor while an epoch runs
         self.count = 0
 
     @property
@@ -41,11 +41,14 @@ class PseudoTaskSwitch(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs: Any, batch, batch_idx) -> None:
         ce, n = outputs["ce"], outputs["batch_size"]
-        self.ce_sum += float(ce) * n
+        # Summed on the device: reading the value every step would stall the GPU pipeline.
+        self.ce_sum = self.ce_sum + ce.detach().double() * n
         self.count += n
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        totals = torch.tensor([self.ce_sum, float(self.count)], device=pl_module.device)
+        ce_sum = torch.as_tensor(self.ce_sum, dtype=torch.float64, device=pl_module.device)
+        count = torch.tensor(float(self.count), dtype=torch.float64, device=ce_sum.device)
+        totals = torch.stack([ce_sum, count])
         totals = trainer.strategy.reduce(totals, reduce_op="sum")
         epoch_ce = (totals[0] / totals[1].clamp(min=1)).item()
         if not self.active and epoch_ce < self.threshold:
@@ -58,7 +61,7 @@ class PseudoTaskSwitch(L.Callback):
         return {
             "active": self.active,
             "switch_epoch": self.switch_epoch,
-            "ce_sum": self.ce_sum,
+            "ce_sum": float(self.ce_sum),
             "count": self.count,
         }
 
