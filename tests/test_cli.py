@@ -11,7 +11,8 @@ from pathlib import Path
 from tests.conftest import TINY
 
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd: Path, succeed: bool = True) -> subprocess.CompletedProcess:
+    """``python -m ptr_lightning *args``; asserts it exits 0 unless ``succeed=False``."""
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "ptr_lightning", *args],
@@ -22,8 +23,13 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         timeout=300,
         stdin=subprocess.DEVNULL,
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    if succeed:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
+
+
+def job_folders(sweep: Path) -> list[Path]:
+    return sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
 
 
 def test_single_run_prints_accuracy_and_writes_its_folder(tmp_path):
@@ -47,7 +53,7 @@ def test_multirun_runs_every_combination_in_its_own_folder(tmp_path):
         f"hydra.sweep.dir={sweep}",
         cwd=tmp_path,
     )
-    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    jobs = job_folders(sweep)
     assert len(jobs) == 4
     seen = set()
     for job in jobs:
@@ -138,15 +144,7 @@ def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
 
 
 def test_a_failing_single_run_exits_non_zero_and_keeps_its_error(tmp_path):
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    result = subprocess.run(
-        [sys.executable, "-m", "ptr_lightning", "regularizer.R=0", f"hydra.run.dir={tmp_path}"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
+    result = run_cli("regularizer.R=0", f"hydra.run.dir={tmp_path}", cwd=tmp_path, succeed=False)
     assert result.returncode != 0
     assert "regularizer.R=0" in result.stderr
     assert "ConfigError" in (tmp_path / "error.txt").read_text()
@@ -162,7 +160,7 @@ def test_optuna_search_runs_trials_and_reports_the_best(tmp_path):
         f"hydra.sweep.dir={sweep}",
         cwd=tmp_path,
     )
-    trials = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    trials = job_folders(sweep)
     assert len(trials) == 3 and all((t / "metrics.json").is_file() for t in trials)
     results = (sweep / "optimization_results.yaml").read_text()
     assert "regularizer.R" in results and "best_value" in results

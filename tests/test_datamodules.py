@@ -11,8 +11,8 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from ptr_lightning.data.archives import DatasetError
 from ptr_lightning.data.images import UnreadableImageError
+from ptr_lightning.errors import DatasetError
 from ptr_lightning.train import train
 from tests.conftest import compose_config
 from tests.fixtures.archives import (

@@ -35,10 +35,6 @@ class PseudoTaskSwitch(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._push(pl_module)
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.fit_loop.epoch_loop.batch_progress.current.completed == 0:
-            self.ce_sum, self.count = 0.0, 0
-
     def on_train_batch_end(self, trainer, pl_module, outputs: Any, batch, batch_idx) -> None:
         ce, n = outputs["ce"], outputs["batch_size"]
         # Summed on the device: reading the value every step would stall the GPU pipeline.
@@ -116,8 +112,9 @@ class LearningRateSchedule(L.Callback):
         return {key: getattr(self, key) for key in (*self.state_keys, "stopped")}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        for key in (*self.state_keys, "stopped"):
-            setattr(self, key, state_dict.get(key, False if key == "stopped" else None))
+        for key in self.state_keys:
+            setattr(self, key, state_dict[key])
+        self.stopped = state_dict.get("stopped", False)
 
 
 class PaperPlateauSchedule(LearningRateSchedule):

@@ -43,8 +43,7 @@ NUMERIC_RULES: list[tuple[str, Callable[[float], bool], str]] = [
 
 
 def _get(cfg: DictConfig, key: str):
-    value = OmegaConf.select(cfg, key, default=_MISSING)
-    return value
+    return OmegaConf.select(cfg, key, default=_MISSING)
 
 
 def check_config(cfg: DictConfig) -> None:

@@ -82,7 +82,7 @@ class FineTuner(L.LightningModule):
         return torch.optim.SGD(groups, lr=lr, momentum=self.optim["momentum"])
 
     def on_fit_start(self) -> None:
-        if self.trainer.world_size > 1 and hasattr(self.regularizer, "reduce"):
+        if self.trainer.world_size > 1:
             strategy = self.trainer.strategy
             self.regularizer.reduce = lambda x: strategy.reduce(x, reduce_op="mean")
 
@@ -107,7 +107,9 @@ class FineTuner(L.LightningModule):
 
         self.log("train/ce", ce.detach(), on_step=True, on_epoch=True, prog_bar=True)
         self.log("train/loss", total.detach(), on_step=True, on_epoch=False)
-        self.log("ptr/active", float(self.regularizer.active), on_step=True, on_epoch=False)
+        # 1 only while a pseudo-task (PtR, FNP) is on; always-on baselines log 0.
+        pseudo_task_on = self.regularizer.gated and self.regularizer.active
+        self.log("ptr/active", float(pseudo_task_on), on_step=True, on_epoch=False)
         if stats:
             self.log_dict(stats, on_step=True, on_epoch=False)
         return {"loss": total.detach(), "ce": ce.detach(), "batch_size": labels.shape[0]}
@@ -162,12 +164,3 @@ class FineTuner(L.LightningModule):
         self.log("test/acc_1crop", self.test_acc_1crop, on_epoch=True)
         self.log("test/mean_class_acc", self.test_mean_class_acc, on_epoch=True)
         self.predictions["test"].append((probs.cpu(), labels.cpu()))
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = getattr(self.regularizer, "generator_state", lambda: None)()
-        if state is not None:
-            checkpoint["pseudo_target_generator"] = state
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "pseudo_target_generator" in checkpoint:
-            self.regularizer.load_generator_state(checkpoint["pseudo_target_generator"])

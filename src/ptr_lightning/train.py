@@ -140,7 +140,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     switch = next((c for c in trainer.callbacks if isinstance(c, PseudoTaskSwitch)), None)
     metrics.update(
         epochs=trainer.current_epoch,
-        ptr_active=bool(module.regularizer.active),
+        ptr_active=bool(switch and switch.active),
         ptr_switch_epoch=switch.switch_epoch if switch else None,
         seconds=round(time.monotonic() - started, 1),
     )
@@ -150,7 +150,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         else:
             log.warning("predictions.npz is written by single-device runs only")
         write_json(out / "metrics.json", metrics)
-        print(summary(metrics, last_epoch, out), flush=True)
+        print(summary(metrics, last_epoch, out, has_pseudo_task=switch is not None), flush=True)
     return metrics
 
 
@@ -171,7 +171,9 @@ def write_predictions(out: Path, module: FineTuner, datamodule) -> None:
         )
 
 
-def summary(metrics: dict[str, Any], last_logged: dict[str, Any], out: Path) -> str:
+def summary(
+    metrics: dict[str, Any], last_logged: dict[str, Any], out: Path, has_pseudo_task: bool
+) -> str:
     """A few lines for the terminal: test accuracy, PtR telemetry, where the files are."""
     lines = [
         f"test/acc {metrics['test/acc']:.4f}  test/acc_1crop {metrics['test/acc_1crop']:.4f}  "
@@ -188,7 +190,7 @@ def summary(metrics: dict[str, Any], last_logged: dict[str, Any], out: Path) -> 
         lines.append(
             f"pseudo-task on since epoch {metrics['ptr_switch_epoch']}; last step: {telemetry}"
         )
-    elif "ptr_switch_epoch" in metrics and metrics["ptr_active"] is False:
+    elif has_pseudo_task:
         lines.append("pseudo-task: not switched on (epoch-mean CE stayed >= T)")
     lines.append(
         f"run folder: {out}  (metrics.json, config.yaml, checkpoints/, csv/, split.json, "

@@ -174,12 +174,37 @@ def _centre_anchor(size: int, crop: int) -> int:
     return int(round((size - crop) / 2.0))
 
 
-class TenCrop(nn.Module):
+class _FixedCrops(nn.Module):
+    """Evaluation views cut at fixed positions: uint8 (B, C, H, W) -> normalized
+    (B, V, C, crop, crop)."""
+
+    def __init__(self, crop: int = 224) -> None:
+        super().__init__()
+        self.crop = crop
+        self.normalize = Normalize()
+
+    def extra_repr(self) -> str:
+        return f"crop={self.crop}"
+
+    def windows(self, images: Tensor, anchors: list[tuple[int, int]]) -> Tensor:
+        """uint8 crops (B, len(anchors), C, crop, crop) with top-left corners ``anchors``."""
+        c = self.crop
+        return torch.stack([images[..., t : t + c, x : x + c] for t, x in anchors], dim=1)
+
+    def centre(self, images: Tensor) -> tuple[int, int]:
+        height, width = _check_size(images, self.crop)
+        return _centre_anchor(height, self.crop), _centre_anchor(width, self.crop)
+
+    def normalized(self, views: Tensor) -> Tensor:
+        return self.normalize(views.flatten(0, 1)).unflatten(0, views.shape[:2])
+
+
+class TenCrop(_FixedCrops):
     """Ten-crop evaluation of the paper: uint8 (B, C, H, W) -> normalized (B, 10, C, crop, crop).
 
     Zhong & Maki (CVPR 2020), Section 3.1, average "the network responses from the target-task
     classifiers over ten crops which were sampled from the corners and the centers of originals
-    and the flipped counterparts"; ``FineTuner._view_probabilities`` does the averaging. Views
+    and the flipped counterparts"; ``FineTuner.test_step`` does the averaging. Views
     are ordered centre, top-left, top-right, bottom-left, bottom-right, then the left-right
     mirrors of those five in the same order: view 0 is the unflipped centre crop, so a 1-crop
     accuracy can be read from it. The crops are torchvision's ``ten_crop`` crops in another
@@ -189,46 +214,20 @@ class TenCrop(nn.Module):
     its centre crop, ours is the mirror of view 0. The paper's 250 -> 224 is even.
     """
 
-    def __init__(self, crop: int = 224) -> None:
-        super().__init__()
-        self.crop = crop
-        self.normalize = Normalize()
-
-    def extra_repr(self) -> str:
-        return f"crop={self.crop}"
-
     def forward(self, images: Tensor) -> Tensor:
         height, width = _check_size(images, self.crop)
         c = self.crop
-        anchors = [
-            (_centre_anchor(height, c), _centre_anchor(width, c)),
-            (0, 0),
-            (0, width - c),
-            (height - c, 0),
-            (height - c, width - c),
-        ]
-        crops = torch.stack([images[..., t : t + c, x : x + c] for t, x in anchors], dim=1)
-        views = torch.cat([crops, crops.flip(-1)], dim=1)
-        return self.normalize(views.flatten(0, 1)).unflatten(0, views.shape[:2])
+        corners = [(0, 0), (0, width - c), (height - c, 0), (height - c, width - c)]
+        crops = self.windows(images, [self.centre(images), *corners])
+        return self.normalized(torch.cat([crops, crops.flip(-1)], dim=1))
 
 
-class CentreCrop(nn.Module):
+class CentreCrop(_FixedCrops):
     """Single-view evaluation at crop size: uint8 (B, C, H, W) -> normalized (B, 1, C, crop, crop).
 
     The same crop as view 0 of :class:`TenCrop`, for a cheap 1-crop evaluation of the paper's
     protocol (Zhong & Maki, CVPR 2020, Section 3.1).
     """
 
-    def __init__(self, crop: int = 224) -> None:
-        super().__init__()
-        self.crop = crop
-        self.normalize = Normalize()
-
-    def extra_repr(self) -> str:
-        return f"crop={self.crop}"
-
     def forward(self, images: Tensor) -> Tensor:
-        height, width = _check_size(images, self.crop)
-        top, left = _centre_anchor(height, self.crop), _centre_anchor(width, self.crop)
-        view = images[..., top : top + self.crop, left : left + self.crop]
-        return self.normalize(view).unsqueeze(1)
+        return self.normalized(self.windows(images, [self.centre(images)]))

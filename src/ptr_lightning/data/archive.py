@@ -16,11 +16,11 @@ from typing import Any
 
 import torch
 
-from ptr_lightning.data.archives import READERS, ArchiveIndex, DatasetError, Sample, holdout_val
+from ptr_lightning.data.archives import READERS, ArchiveIndex, Sample, holdout_val
 from ptr_lightning.data.base import DecodedImages, InMemoryDataModule
 from ptr_lightning.data.downloads import DOWNLOADS
 from ptr_lightning.data.images import decode_all
-from ptr_lightning.errors import ConfigError
+from ptr_lightning.errors import ConfigError, DatasetError
 from ptr_lightning.transforms import CentreCrop, TenCrop, TrainAugment
 
 log = logging.getLogger(__name__)
@@ -120,11 +120,16 @@ class ArchiveDataModule(InMemoryDataModule):
         )
         return {"train": train, "val": val, "test": index.test}
 
-    def _image_id(self, path: Path) -> str:
-        try:
-            return path.relative_to(self.root.resolve()).as_posix()
-        except ValueError:
-            return str(path)
+    def _image_ids(self, samples: list[Sample]) -> list[str]:
+        """Paths relative to the root (stable across machines), else absolute."""
+        root = self.root.resolve()  # once: resolving stats every path component
+        ids = []
+        for sample in samples:
+            try:
+                ids.append(sample.path.relative_to(root).as_posix())
+            except ValueError:
+                ids.append(str(sample.path))
+        return ids
 
     def _decode(self, split: str, samples: list[Sample]) -> DecodedImages:
         cache = None
@@ -138,7 +143,7 @@ class ArchiveDataModule(InMemoryDataModule):
             cache_file=cache,
         )
         if skipped:
-            self.skipped[split] = [self._image_id(samples[i].path) for i in skipped]
+            self.skipped[split] = self._image_ids([samples[i] for i in skipped])
             log.warning(
                 "%s %s: skipped %d unreadable images (dataset.skip_unreadable=true), e.g. %s",
                 self.name,
@@ -148,7 +153,7 @@ class ArchiveDataModule(InMemoryDataModule):
             )
         skipped_set = set(skipped)
         kept = [s for i, s in enumerate(samples) if i not in skipped_set]
-        self.split_ids[split] = [self._image_id(s.path) for s in kept]
+        self.split_ids[split] = self._image_ids(kept)
         labels = torch.tensor([s.label for s in kept], dtype=torch.long)
         return DecodedImages(images, labels)
 

@@ -23,12 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ptr_lightning.errors import DatasetError
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png"})
 _MAX_LISTED_MISSING = 5
-
-
-class DatasetError(RuntimeError):
-    """A data set on disk is missing, incomplete or does not match its official layout."""
 
 
 class InsufficientImagesError(DatasetError, ValueError):

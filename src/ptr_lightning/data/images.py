@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ptr_lightning.data.archives import DatasetError
+from ptr_lightning.errors import DatasetError
 
 _CACHE_VERSION = 1
 _COPY_CHUNK = 256

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import Tensor, nn
@@ -38,6 +39,9 @@ class Regularizer(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.active = not self.gated
+        # A mean across data-parallel ranks, set by the LightningModule under DDP, for terms
+        # that must be the same on every rank (PtR's gradient norms).
+        self.reduce: Callable[[Tensor], Tensor] | None = None
 
     def attach(self, backbone: nn.Module, head: nn.Module, source_classifier: nn.Module) -> None:
         """Called once with the model before training, for regularizers that keep references

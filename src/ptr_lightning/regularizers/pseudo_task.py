@@ -42,8 +42,6 @@ class PseudoTask(Regularizer):
         self.loss, self.seed = loss, int(seed)
         self._generator: torch.Generator | None = None
         self._pending_generator_state: Tensor | None = None
-        # A data-parallel mean of the gradient norms, set by the LightningModule under DDP.
-        self.reduce = None
 
     def targets(self, features: Tensor) -> Tensor | None:
         """Targets for this batch; ``None`` lets :func:`pseudo_task_loss` draw Uniform[0, 2m)."""
@@ -64,11 +62,17 @@ class PseudoTask(Regularizer):
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
         return int(np.random.SeedSequence([self.seed, 0x505452, rank]).generate_state(1)[0])
 
-    def generator_state(self) -> Tensor | None:
-        return None if self._generator is None else self._generator.get_state()
+    # The generator's state travels in the module's state_dict (so in every checkpoint) as a
+    # tensor, empty before the first draw, and is applied when the generator is next made, on
+    # whatever device the features are then on.
+    def get_extra_state(self) -> Tensor:
+        if self._generator is None:
+            return torch.empty(0, dtype=torch.uint8)
+        return self._generator.get_state()
 
-    def load_generator_state(self, state: Tensor | None) -> None:
-        self._generator, self._pending_generator_state = None, state
+    def set_extra_state(self, state: Tensor) -> None:
+        self._generator = None
+        self._pending_generator_state = state if state.numel() else None
 
     def forward(self, ce_loss: Tensor, step: StepTensors) -> tuple[Tensor, dict[str, Tensor]]:
         if not self.active:
