@@ -8,12 +8,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from tests.conftest import TINY
 
 
 def run_cli(*args: str, cwd: Path, succeed: bool = True) -> subprocess.CompletedProcess:
     """``python -m ptr_lightning *args``; asserts it exits 0 unless ``succeed=False``."""
-    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    # The repository root on the path: tests may hand the CLI callbacks from tests/.
+    repo = str(Path(__file__).parents[1])
+    pythonpath = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
+    env = {
+        **os.environ,
+        "WANDB_MODE": "disabled",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": pythonpath,
+    }
     result = subprocess.run(
         [sys.executable, "-m", "ptr_lightning", *args],
         cwd=cwd,
@@ -182,16 +192,20 @@ def test_multirun_of_two_methods_then_the_report(tmp_path, capsys):
     assert report([str(sweep)]) == 0
     table = capsys.readouterr().out
     rows = [line for line in table.splitlines() if line.startswith("| digits | resnet18 |")]
-    assert [row.split("|")[3].strip() for row in rows] == ["none", "ptr-sml1"]
+    assert [row.split("|")[3].strip() for row in rows] == ["ft", "ptr-sml1"]
     assert all(row.split("|")[4].strip() == "2" for row in rows)
-    accs = [json.loads((sweep / str(i) / "metrics.json").read_text())["test/acc"] for i in range(4)]
-    baseline = 100 * (accs[0] + accs[2]) / 2  # jobs 0 and 2: method=ft, seeds 0 and 1
-    assert f"{baseline:.2f}" in rows[0]
+    ft_accs = [
+        json.loads((job / "metrics.json").read_text())["test/acc"]
+        for job in job_folders(sweep)
+        if OmegaConf.load(job / "config.yaml").choices.regularizer == "none"
+    ]
+    assert len(ft_accs) == 2
+    assert f"{100 * sum(ft_accs) / 2:.2f}" in rows[0]
     assert (sweep / "report.md").is_file() and (sweep / "report.csv").is_file()
 
 
 def test_single_run_with_ddp_on_two_cpu_processes(tmp_path):
-    run = tmp_path / "ddp"
+    run, probe = tmp_path / "ddp", tmp_path / "ranks"
     result = run_cli(
         *TINY,
         "trainer.max_epochs=2",
@@ -199,9 +213,15 @@ def test_single_run_with_ddp_on_two_cpu_processes(tmp_path):
         "trainer.accelerator=cpu",
         "trainer.devices=2",
         "trainer.strategy=ddp",
+        "+callbacks.probe._target_=tests.rank_probe.RecordPerRank",
+        f"+callbacks.probe.folder={probe}",
         f"hydra.run.dir={run}",
         cwd=tmp_path,
     )
     assert "pseudo-task on since epoch 0" in result.stdout
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["ptr_active"] is True and 0.0 <= metrics["test/acc"] <= 1.0
+    # Each rank has its own half of the batch, yet all take the same w and switch together.
+    rank0, rank1 = (json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert rank0["w"] and rank0["w"] == rank1["w"]
+    assert rank0["switch_epoch"] == rank1["switch_epoch"] == 0

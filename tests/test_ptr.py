@@ -148,12 +148,39 @@ def test_bf16_autocast_gives_float32_norms_and_finite_w():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"R": 0.0}, "R must be > 0"),
-        ({"R": -1.0}, "R must be > 0"),
-        ({"R": 1.0, "loss": "huber"}, "unknown regression loss 'huber'"),
+        ({"R": 0.0}, r"regularizer.R=0.0 is not allowed: it must be a finite number > 0"),
+        ({"R": -1.0}, r"regularizer.R=-1.0"),
+        ({"R": float("inf")}, r"regularizer.R=inf"),
+        ({"R": 1.0, "loss": "huber"}, r"regularizer.loss='huber'.*one of \['l2', 'smooth_l1'\]"),
     ],
 )
 def test_bad_arguments_raise_value_error(kwargs, message):
     features = torch.randn(2, 3, requires_grad=True)
     with pytest.raises(ValueError, match=message):
         pseudo_task_loss(features, features.sum(), **kwargs)
+
+
+def test_a_rule_lives_once_the_python_api_and_the_cli_agree(monkeypatch, make_cfg):
+    """Tightening R's one rule changes what pseudo_task_loss, the regularizer and the CLI's
+    train(cfg) accept, and all three say the same, before any data is loaded."""
+    from pathlib import Path
+
+    from ptr_lightning.errors import ConfigError
+    from ptr_lightning.ptr import RATIO_RULE
+    from ptr_lightning.regularizers import PseudoTask
+    from ptr_lightning.train import train
+
+    monkeypatch.setattr(RATIO_RULE, "test", lambda value: value >= 5)
+    monkeypatch.setattr(RATIO_RULE, "allowed", ">= 5 (a tightened bound)")
+    message = "regularizer.R=3 is not allowed: it must be >= 5 (a tightened bound)"
+    features = torch.randn(2, 3, requires_grad=True)
+    with pytest.raises(ConfigError) as pure:
+        pseudo_task_loss(features, features.sum(), R=3)
+    with pytest.raises(ConfigError) as module:
+        PseudoTask(R=3)
+    cfg = make_cfg("regularizer.R=3")
+    with pytest.raises(ConfigError) as cli:
+        train(cfg)
+    assert str(pure.value) == str(module.value) == str(cli.value) == message
+    assert not Path(cfg.paths.output_dir).exists()  # refused before anything was written
+    PseudoTask(R=5)  # the new bound, not the old one, decides

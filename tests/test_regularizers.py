@@ -1,4 +1,4 @@
-"""The baseline regularizers against direct computations of their formulas, on tiny models."""
+"""The regularizers against direct computations of their formulas, on tiny models."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
+from ptr_lightning import names
 from ptr_lightning.regularizers import (
     L2SP,
     BatchSpectralShrinkage,
+    FeatureNormPenalty,
     LearningWithoutForgetting,
     PairwiseConfusion,
+    PseudoTask,
     StepTensors,
 )
 
@@ -329,3 +332,74 @@ def test_bss_rejects_bad_arguments():
         BatchSpectralShrinkage(k=0)
     with pytest.raises(ValueError):
         BatchSpectralShrinkage(eta=-1.0)
+
+
+# --- PtR and FNP -----------------------------------------------------------------------------
+
+
+def ptr_step(seed: int = 0, batch: int = 6):
+    backbone, head, _ = tiny_model(seed)
+    inputs = torch.randn(batch, 4, dtype=DT, generator=torch.Generator().manual_seed(seed))
+    labels = torch.arange(batch) % 2
+    step = step_for(backbone, head, inputs, labels)
+    ce = nn.functional.cross_entropy(step.logits, labels)
+    return step, ce
+
+
+def drawn_targets(regularizer: PseudoTask, step: StepTensors, ce: torch.Tensor) -> torch.Tensor:
+    """The targets the regularizer regressed to, read back from d total / d features."""
+    total, stats = regularizer(ce, step)
+    (d_total,) = torch.autograd.grad(total, step.features, retain_graph=True)
+    (d_ce,) = torch.autograd.grad(ce, step.features, retain_graph=True)
+    # L2: d (w * mean (x - t)^2) / dx = 2 w (x - t) / N
+    grad_ptr = (d_total - d_ce) * step.features.numel() / (2 * stats[names.PTR_W])
+    return step.features.detach() - grad_ptr
+
+
+def test_ptr_draws_from_its_own_stream_and_leaves_the_global_one_alone():
+    step, ce = ptr_step()
+    regularizer = PseudoTask(R=3.0, m=2.0, loss="l2", seed=5)
+    regularizer.switch(True, epoch=0)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    first = drawn_targets(regularizer, step, ce)
+    assert torch.equal(torch.get_rng_state(), before)  # dropout and augmentation unaffected
+    assert first.min() >= 0 and first.max() < 4.0  # U[0, 2m)
+    again = PseudoTask(R=3.0, m=2.0, loss="l2", seed=5)
+    again.switch(True, epoch=0)
+    assert_close(drawn_targets(again, step, ce), first)  # the seed decides the targets
+    other = PseudoTask(R=3.0, m=2.0, loss="l2", seed=6)
+    other.switch(True, epoch=0)
+    assert not torch.allclose(drawn_targets(other, step, ce), first)
+
+
+def test_ptr_stream_and_switch_round_trip_through_the_state_dict():
+    step, ce = ptr_step()
+    regularizer = PseudoTask(R=3.0, m=2.0, loss="l2", seed=5)
+    regularizer.switch(True, epoch=4)
+    drawn_targets(regularizer, step, ce)  # advance the stream
+    state = copy.deepcopy(regularizer.state_dict())
+    expected = drawn_targets(regularizer, step, ce)
+
+    restored = PseudoTask(R=3.0, m=2.0, loss="l2", seed=5)
+    restored.load_state_dict(state)
+    assert restored.active and restored.switch_epoch == 4
+    assert_close(drawn_targets(restored, step, ce), expected)  # continues where it was
+
+
+def test_an_inactive_pseudo_task_adds_nothing():
+    step, ce = ptr_step()
+    regularizer = PseudoTask(R=3.0)
+    total, stats = regularizer(ce, step)
+    assert total is ce and stats == {} and regularizer.switch_epoch is None
+
+
+def test_fnp_regresses_the_features_to_zero():
+    step, ce = ptr_step()
+    fnp = FeatureNormPenalty(R=2.0, loss="l2")
+    fnp.switch(True, epoch=0)
+    assert_close(drawn_targets(fnp, step, ce), torch.zeros_like(step.features), atol=1e-12, rtol=0)
+    total, stats = fnp(ce, step)
+    expected = ce + stats[names.PTR_W] * step.features.pow(2).mean()
+    assert_close(total, expected)
+    assert stats[names.PTR_W] > 0

@@ -131,7 +131,7 @@ def test_table_has_exact_mean_std_gain_and_error_rate_reduction(table1, tmp_path
     assert (
         "| dataset | backbone | method | n | acc mean (std) | gain | error-rate reduction |" in out
     )
-    assert "| digits | resnet18 | none | 3 | 82.00 (2.00) |  |  | 0,1,2 |" in out
+    assert "| digits | resnet18 | ft | 3 | 82.00 (2.00) |  |  | 0,1,2 |" in out
     assert "| digits | resnet18 | ptr-sml1 | 3 | 86.00 (1.00) | +4.00 | 22.22% | 0,1,2 |" in out
     assert "6 runs aggregated in 2 groups; 1 failed or unfinished." in out
     # The failed run is listed with the exception line of its traceback, not dropped.
@@ -148,17 +148,17 @@ def test_table_has_exact_mean_std_gain_and_error_rate_reduction(table1, tmp_path
     )
     assert "CUDA out of memory" in markdown
     rows = read_csv(table1 / "report.csv")
-    assert set(rows) == {"none", "ptr-sml1"}
+    assert set(rows) == {"ft", "ptr-sml1"}
     ptr = rows["ptr-sml1"]
-    assert int(ptr["n"]) == 3 and ptr["seeds"] == "0 1 2" and ptr["baseline"] == "none"
+    assert int(ptr["n"]) == 3 and ptr["seeds"] == "0 1 2" and ptr["baseline"] == "ft"
     assert float(ptr["mean_pct"]) == pytest.approx(86.0)
     assert float(ptr["std_pct"]) == pytest.approx(1.0)
     assert float(ptr["gain_pp"]) == pytest.approx(4.0)
     assert float(ptr["error_rate_reduction_pct"]) == pytest.approx(100 * 4 / 18)
     assert ptr["regularizer"] == "ptr" and ptr["regression"] == "sml1" and ptr["hparams"]
-    assert float(rows["none"]["mean_pct"]) == pytest.approx(82.0)
-    assert float(rows["none"]["std_pct"]) == pytest.approx(2.0)
-    assert rows["none"]["gain_pp"] == "" and rows["none"]["error_rate_reduction_pct"] == ""
+    assert float(rows["ft"]["mean_pct"]) == pytest.approx(82.0)
+    assert float(rows["ft"]["std_pct"]) == pytest.approx(2.0)
+    assert rows["ft"]["gain_pp"] == "" and rows["ft"]["error_rate_reduction_pct"] == ""
 
 
 def test_out_folder_and_several_input_folders(table1, tmp_path, capsys):
@@ -202,7 +202,7 @@ def test_runs_differing_in_R_or_m_are_not_averaged_together(tmp_path, capsys):
     sweep = make_sweep(tmp_path / "sweep", runs)
     assert main([str(sweep)]) == 0
     out = capsys.readouterr().out
-    assert "| digits | resnet18 | none | 2 | 80.00 (0.00) |  |  | 0,1 |" in out
+    assert "| digits | resnet18 | ft | 2 | 80.00 (0.00) |  |  | 0,1 |" in out
     # Only ptr-sml1 was swept, so only its labels carry R and m (3 and 3.0 are one value).
     assert (
         "| digits | resnet18 | ptr-sml1 R=1,m=1 | 2 | 84.00 (0.00) | +4.00 | 20.00% | 0,1 |" in out
@@ -215,7 +215,7 @@ def test_runs_differing_in_R_or_m_are_not_averaged_together(tmp_path, capsys):
     )
     assert "| digits | resnet18 | ptr-l2 | 1 | 83.00 (0.00) | +3.00 | 15.00% | 0 |" in out
     assert set(read_csv(sweep / "report.csv")) == {
-        "none",
+        "ft",
         "ptr-sml1 R=1,m=1",
         "ptr-sml1 R=3,m=1",
         "ptr-sml1 R=3,m=5",
@@ -235,7 +235,7 @@ def test_weight_decay_label_and_baseline(tmp_path, capsys):
     )
     assert main([str(sweep)]) == 0
     out = capsys.readouterr().out
-    assert "| digits | resnet18 | none w/o WD | 1 | 70.00 (0.00) |  |  | 0 |" in out
+    assert "| digits | resnet18 | ft w/o WD | 1 | 70.00 (0.00) |  |  | 0 |" in out
     # Compared with fine-tuning without weight decay: +6 over 70, 6 / 30 = 20 %.
     assert "| digits | resnet18 | ptr-sml1 w/o WD | 1 | 76.00 (0.00) | +6.00 | 20.00% | 0 |" in out
     assert "| digits | resnet18 | fnp-sml1 | 1 | 85.00 (0.00) | +5.00 | 25.00% | 0 |" in out
@@ -252,9 +252,9 @@ def test_without_a_matching_baseline(tmp_path, capsys):
     )
     assert main([str(sweep)]) == 0
     out = capsys.readouterr().out
-    # No `none w/o WD`: the row's `none` is the baseline, and the table says so.
-    assert "| ptr-sml1 w/o WD | 1 | 74.00 (0.00) | -6.00 (vs none) | -30.00% | 0 |" in out
-    # No `none` at all in the resnet50 row: gains blank; l2sp gets no regression suffix.
+    # No `ft w/o WD`: the row's `ft` is the baseline, and the table says so.
+    assert "| ptr-sml1 w/o WD | 1 | 74.00 (0.00) | -6.00 (vs ft) | -30.00% | 0 |" in out
+    # No `ft` at all in the resnet50 row: gains blank; l2sp gets no regression suffix.
     assert "| digits | resnet50 | l2sp | 1 | 60.00 (0.00) |  |  | 0 |" in out
 
 
@@ -270,13 +270,13 @@ def test_metric_switch_and_runs_lacking_the_metric(tmp_path, capsys):
     assert main([str(sweep), "--metric", "test/mean_class_acc"]) == 0
     out = capsys.readouterr().out
     assert "# test/mean_class_acc (%)" in out
-    assert "| digits | resnet18 | none | 2 | 72.00 (2.83) |  |  | 0,1 |" in out
+    assert "| digits | resnet18 | ft | 2 | 72.00 (2.83) |  |  | 0,1 |" in out
     assert "## Failed or unfinished runs (1)" in out
     assert "metrics.json has no 'test/mean_class_acc'" in out
-    assert read_csv(sweep / "report.csv")["none"]["metric"] == "test/mean_class_acc"
+    assert read_csv(sweep / "report.csv")["ft"]["metric"] == "test/mean_class_acc"
 
     assert main([str(sweep)]) == 0
-    assert "| digits | resnet18 | none | 3 | 84.00 (5.29) |" in capsys.readouterr().out
+    assert "| digits | resnet18 | ft | 3 | 84.00 (5.29) |" in capsys.readouterr().out
 
 
 def test_notes_when_a_group_mixes_other_settings(tmp_path, capsys):
@@ -286,7 +286,7 @@ def test_notes_when_a_group_mixes_other_settings(tmp_path, capsys):
     assert main([str(sweep)]) == 0
     out = capsys.readouterr().out
     assert "## Notes" in out
-    assert "digits / resnet18 / none: averaged over differing model.lr: 0.01, 0.05" in out
+    assert "digits / resnet18 / ft: averaged over differing model.lr: 0.01, 0.05" in out
 
 
 def test_finds_runs_but_not_inside_them(tmp_path):

@@ -6,7 +6,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 
-from ptr_lightning.train import build_module
+from ptr_lightning.build import build_module
 
 
 class RecordSteps(L.Callback):
@@ -21,9 +21,6 @@ class RecordSteps(L.Callback):
 
 
 def test_backbone_is_back_propagated_once_per_step(make_cfg, tmp_path):
-
-    from ptr_lightning.callbacks import PseudoTaskSwitch
-
     cfg = make_cfg("regularizer.T=100", "trainer.max_epochs=2")
     datamodule = instantiate(cfg.dataset)
     datamodule.setup("fit")
@@ -42,7 +39,7 @@ def test_backbone_is_back_propagated_once_per_step(make_cfg, tmp_path):
         enable_checkpointing=False,
         enable_progress_bar=False,
         num_sanity_val_steps=0,
-        callbacks=[PseudoTaskSwitch(threshold=100.0), recorder],
+        callbacks=[*module.regularizer.callbacks(), recorder],
         default_root_dir=tmp_path,
     )
     trainer.fit(module, datamodule=datamodule)
@@ -54,7 +51,7 @@ def test_backbone_is_back_propagated_once_per_step(make_cfg, tmp_path):
 def test_optimizer_is_sgd_with_momentum_weight_decay_and_head_lr_multiplier(make_cfg):
     cfg = make_cfg("model.head_lr_mult=10", "model.lr=0.01")
     module = build_module(cfg, instantiate(cfg.dataset))
-    optimizer = module.configure_optimizers()
+    optimizer = module.configure_optimizers()["optimizer"]
     assert isinstance(optimizer, torch.optim.SGD)
     backbone_group, head_group = optimizer.param_groups
     assert backbone_group["lr"] == 0.01 and head_group["lr"] == 0.1
@@ -65,10 +62,13 @@ def test_optimizer_is_sgd_with_momentum_weight_decay_and_head_lr_multiplier(make
 
 def test_l2sp_replaces_weight_decay_and_lwf_trains_its_old_head(make_cfg):
     l2sp = build_module(make_cfg("regularizer=l2sp"), instantiate(make_cfg().dataset))
-    assert all(group["weight_decay"] == 0.0 for group in l2sp.configure_optimizers().param_groups)
+    assert all(
+        group["weight_decay"] == 0.0
+        for group in l2sp.configure_optimizers()["optimizer"].param_groups
+    )
 
     lwf = build_module(make_cfg("regularizer=lwf"), instantiate(make_cfg().dataset))
-    groups = lwf.configure_optimizers().param_groups
+    groups = lwf.configure_optimizers()["optimizer"].param_groups
     assert len(groups) == 3 and all(group["weight_decay"] == 1e-4 for group in groups)
     trainable = {id(p) for p in lwf.regularizer.parameters() if p.requires_grad}
     assert trainable and {id(p) for p in groups[2]["params"]} == trainable

@@ -10,9 +10,13 @@ from ptr_lightning.paths import CONFIG_DIR
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     from ptr_lightning.train import run_job  # keep --help and tab completion fast
 
-    return run_job(cfg)
+    hydra_cfg = HydraConfig.get()
+    return run_job(cfg, list(hydra_cfg.overrides.task), multirun=hydra_cfg.mode == RunMode.MULTIRUN)
 
 
 if __name__ == "__main__":

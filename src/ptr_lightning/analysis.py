@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ptr_lightning import names
+
 
 def probability_confusion(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """C (K x K): row y sums the predicted class probabilities of the images labelled y."""
@@ -63,7 +65,7 @@ def rectifications(
     return np.flatnonzero(~base_ok & reg_ok), np.flatnonzero(base_ok & ~reg_ok)
 
 
-PREDICTION_FILES = {"test": "predictions.npz", "val": "predictions_val.npz"}
+PREDICTION_FILES = names.PREDICTIONS_FILES
 PER_IMAGE = ("probabilities", "labels", "ids")
 
 

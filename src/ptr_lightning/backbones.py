@@ -14,7 +14,31 @@ import torchvision
 from torch import nn
 
 from ptr_lightning.errors import ConfigError
+from ptr_lightning.settings import Rule
 from ptr_lightning.weights import load_pretrained
+
+ARCH_RULE = Rule(
+    "model.arch",
+    lambda v: v in torchvision.models.list_models(torchvision.models),
+    "a torchvision classification backbone; pick a model config: model=vgg16, vgg16_bn, "
+    "resnet18, resnet50 or resnet101",
+    kind="any",
+)
+
+
+def last_linear(model: nn.Module, head: Sequence[str]) -> nn.Linear:
+    """The head's last module, which must be the Linear layer the target's classifier replaces."""
+    try:
+        layer = model.get_submodule(head[-1])
+    except AttributeError:
+        raise ConfigError(
+            f"model.head={list(head)}: {type(model).__name__} has no {head[-1]!r}"
+        ) from None
+    if not isinstance(layer, nn.Linear):
+        raise ConfigError(
+            f"model.head must end with a Linear layer; {head[-1]!r} is a {type(layer).__name__}"
+        )
+    return layer
 
 
 def split_classifier(
@@ -27,32 +51,29 @@ def split_classifier(
     1000-way layer) is returned for regularizers that use the source task (LwF).
     """
     modules = [model.get_submodule(name) for name in head]
-    source_classifier = modules[-1]
-    if not isinstance(source_classifier, nn.Linear):
-        raise ConfigError(
-            f"model.head must end with a Linear layer; {head[-1]!r} is a "
-            f"{type(source_classifier).__name__}"
-        )
+    source_classifier = last_linear(model, head)
     classifier = nn.Linear(source_classifier.in_features, num_classes)
     for name in head:
         model.set_submodule(name, nn.Identity())
     return model, nn.Sequential(*modules[:-1], classifier), source_classifier
 
 
+def build_pretrained(model_cfg) -> nn.Module:
+    """``model_cfg.arch`` from torchvision with ``model_cfg.weights`` loaded, not yet split.
+
+    Needs no data, so a missing weights file fails before any image is decoded.
+    """
+    arch = ARCH_RULE.check(model_cfg.arch)
+    model = torchvision.models.get_model(arch, weights=None, **dict(model_cfg.get("kwargs") or {}))
+    head = list(model_cfg.head)
+    last_linear(model, head)
+    load_pretrained(model, model_cfg, classifier_name=head[-1])
+    return model
+
+
 def build_backbone_and_head(
     model_cfg, num_classes: int
 ) -> tuple[nn.Module, nn.Sequential, nn.Linear]:
-    """Build ``model_cfg.arch`` from torchvision, load ``model_cfg.weights``, split it.
-
-    Returns ``(backbone, head, source_classifier)`` as :func:`split_classifier` does.
-    """
-    arch = model_cfg.arch
-    if arch not in torchvision.models.list_models(torchvision.models):
-        raise ConfigError(
-            f"model.arch={arch!r} is not a torchvision classification model; "
-            "use one of conf/model/*.yaml (vgg16, vgg16_bn, resnet18, resnet50, resnet101)"
-        )
-    model = torchvision.models.get_model(arch, weights=None, **dict(model_cfg.get("kwargs") or {}))
-    head_names = list(model_cfg.head)
-    load_pretrained(model, model_cfg, classifier_name=head_names[-1])
-    return split_classifier(model, head_names, num_classes)
+    """Build and split ``model_cfg``: ``(backbone, head, source_classifier)`` as
+    :func:`split_classifier` returns them."""
+    return split_classifier(build_pretrained(model_cfg), list(model_cfg.head), num_classes)

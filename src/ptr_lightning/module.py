@@ -2,17 +2,49 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from ptr_lightning import names
 from ptr_lightning.errors import NonFiniteLossError
 from ptr_lightning.regularizers import Regularizer, StepTensors
+from ptr_lightning.schedules import PaperPlateauLR
+from ptr_lightning.settings import check, fraction, non_negative, positive
 from ptr_lightning.transforms import Normalize, SingleView
+
+
+@dataclass(frozen=True)
+class OptimizerSettings:
+    """SGD with momentum (the paper's optimizer); the new head learns at ``lr * head_lr_mult``."""
+
+    lr: float
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    head_lr_mult: float = 1.0
+
+    RULES: ClassVar = {
+        "lr": positive("model.lr"),
+        "momentum": fraction("optimizer.momentum", low_closed=True),
+        "weight_decay": non_negative("model.weight_decay"),
+        "head_lr_mult": positive("model.head_lr_mult"),
+    }
+
+    def __post_init__(self) -> None:
+        check(
+            self.RULES,
+            lr=self.lr,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            head_lr_mult=self.head_lr_mult,
+        )
 
 
 class FineTuner(L.LightningModule):
@@ -21,9 +53,13 @@ class FineTuner(L.LightningModule):
     Manual optimization, because the regularizer needs the cross-entropy's gradient at the
     feature tensor before the step: it reads it through the head only (autograd stops at the
     feature tensor), and the step then back-propagates ``regularizer(ce)`` through the backbone
-    once. Evaluation averages class probabilities over the views the eval transform returns
-    (one view by default, ten crops for the paper's protocol); the test's class probabilities
-    of the last validation epoch and of the test are kept in ``predictions`` for the run's
+    once. ``epoch_ce`` is the epoch's mean training cross-entropy (what the pseudo-task switch
+    compares with T). At every epoch's end the learning-rate ``schedule`` (built from
+    ``schedule(optimizer)``, checkpointed by Lightning) is stepped.
+
+    Evaluation averages class probabilities over the views the eval transform returns (one view
+    by default, ten crops for the paper's protocol); the class probabilities of the last
+    validation epoch and of the test are kept in ``predictions`` for the run's
     ``predictions_val.npz`` and ``predictions.npz``.
     """
 
@@ -35,10 +71,8 @@ class FineTuner(L.LightningModule):
         *,
         source_classifier: nn.Module | None = None,
         num_classes: int,
-        lr: float,
-        momentum: float = 0.9,
-        weight_decay: float = 0.0,
-        head_lr_mult: float = 1.0,
+        optimizer: OptimizerSettings,
+        schedule: Callable[[torch.optim.Optimizer], Any] = PaperPlateauLR,
         train_transform: nn.Module | None = None,
         val_transform: nn.Module | None = None,
         test_transform: nn.Module | None = None,
@@ -49,12 +83,11 @@ class FineTuner(L.LightningModule):
         self.train_transform = train_transform or Normalize()
         self.val_transform = val_transform or SingleView()
         self.test_transform = test_transform or SingleView()
-        self.optim = {
-            "lr": lr,
-            "momentum": momentum,
-            "weight_decay": weight_decay,
-            "head_lr_mult": head_lr_mult,
-        }
+        self.optimizer_settings, self.schedule = optimizer, schedule
+        # nan_strategy="disable": no NaN check, which would read the value (a host sync) every
+        # step; a non-finite loss stops training anyway (check_finite).
+        self.epoch_ce = MeanMetric(nan_strategy="disable")
+        self._validated_epoch: int | None = None
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc_1crop = MulticlassAccuracy(num_classes, average="micro")
@@ -67,19 +100,47 @@ class FineTuner(L.LightningModule):
         features = self.backbone(images)
         return features, self.head(features)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        lr, head_lr = self.optim["lr"], self.optim["lr"] * self.optim["head_lr_mult"]
+    def configure_optimizers(self) -> dict[str, Any]:
+        settings = self.optimizer_settings
+        lr, head_lr = settings.lr, settings.lr * settings.head_lr_mult
         # L2-SP's penalty takes the place of weight decay on the parameters it pulls.
-        decay = 0.0 if self.regularizer.replaces_weight_decay else self.optim["weight_decay"]
+        decay = 0.0 if self.regularizer.replaces_weight_decay else settings.weight_decay
         groups = [
-            {"params": list(self.backbone.parameters()), "lr": lr, "weight_decay": decay},
-            {"params": list(self.head.parameters()), "lr": head_lr, "weight_decay": decay},
+            {"name": "backbone", "params": list(self.backbone.parameters()), "lr": lr},
+            {"name": "head", "params": list(self.head.parameters()), "lr": head_lr},
         ]
         # A regularizer's own trainable parts (LwF's old-task head) train like the new head.
         own = [p for p in self.regularizer.parameters() if p.requires_grad]
         if own:
-            groups.append({"params": own, "lr": head_lr, "weight_decay": decay})
-        return torch.optim.SGD(groups, lr=lr, momentum=self.optim["momentum"])
+            groups.append({"name": "regularizer", "params": own, "lr": head_lr})
+        optimizer = torch.optim.SGD(groups, lr=lr, momentum=settings.momentum, weight_decay=decay)
+        # "name": LearningRateMonitor logs lr/backbone, lr/head (, lr/regularizer).
+        scheduler = {"scheduler": self.schedule(optimizer), "interval": "epoch", "name": names.LR}
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def on_train_start(self) -> None:
+        # A run resumed from the checkpoint of the epoch its schedule ended stays ended.
+        if self.lr_schedulers().stopped:
+            self.trainer.should_stop = True
+
+    def on_train_epoch_start(self) -> None:
+        self.epoch_ce.reset()
+
+    def on_train_epoch_end(self) -> None:
+        # After the callbacks (the switch read epoch_ce), before the checkpoint is written.
+        self.log(names.TRAIN_CE_EPOCH, self.epoch_ce.compute())
+        schedule = self.lr_schedulers()
+        schedule.end_epoch(self.validation_metrics())
+        if schedule.stopped:
+            self.trainer.should_stop = True
+
+    def validation_metrics(self) -> Mapping[str, float] | None:
+        """This epoch's validation loss and accuracy; ``None`` if the epoch had no validation
+        (``trainer.callback_metrics`` keep the last validation's values through such epochs)."""
+        if self._validated_epoch != self.current_epoch:
+            return None
+        metrics = self.trainer.callback_metrics
+        return {key: float(metrics[key]) for key in (names.VAL_LOSS, names.VAL_ACC)}
 
     def on_fit_start(self) -> None:
         if self.trainer.world_size > 1:
@@ -105,28 +166,31 @@ class FineTuner(L.LightningModule):
         self.manual_backward(total)
         optimizer.step()
 
-        self.log("train/ce", ce.detach(), on_step=True, on_epoch=True, prog_bar=True)
-        self.log("train/loss", total.detach(), on_step=True, on_epoch=False)
+        self.epoch_ce.update(ce.detach(), weight=labels.shape[0])
+        self.log(names.TRAIN_CE, ce.detach(), on_step=True, on_epoch=False, prog_bar=True)
+        self.log(names.TRAIN_LOSS, total.detach(), on_step=True, on_epoch=False)
         # 1 only while a pseudo-task (PtR, FNP) is on; always-on baselines log 0.
         pseudo_task_on = self.regularizer.gated and self.regularizer.active
-        self.log("ptr/active", float(pseudo_task_on), on_step=True, on_epoch=False)
+        self.log(names.PTR_ACTIVE, float(pseudo_task_on), on_step=True, on_epoch=False)
         if stats:
             self.log_dict(stats, on_step=True, on_epoch=False)
-        return {"loss": total.detach(), "ce": ce.detach(), "batch_size": labels.shape[0]}
+        return {"loss": total.detach()}
 
     def check_finite(self, ce: Tensor, total: Tensor) -> None:
         """Stop before a non-finite loss reaches the weights (the last checkpoint stays good)."""
-        finite = torch.isfinite(total.detach()).float()
+        ce, total = ce.detach(), total.detach()
+        finite = torch.isfinite(total).float()
         if self.trainer.world_size > 1:  # every rank must stop together, or the others hang
             finite = self.trainer.strategy.reduce(finite, reduce_op="min")
         if bool(finite):
             return
-        culprit = "train/ce" if not bool(torch.isfinite(ce)) else "the regularizer's term"
+        ce_bad = not bool(torch.isfinite(ce))
+        culprit = names.TRAIN_CE if ce_bad else "the regularizer's term"
         raise NonFiniteLossError(
             f"non-finite loss at step {self.global_step} (epoch {self.current_epoch}, batch "
             f"{self.trainer.fit_loop.epoch_loop.batch_idx}): {culprit} is "
-            f"{float(total - ce) if culprit != 'train/ce' else float(ce)}. The weights were not "
-            "updated; the last checkpoint (checkpoints/last.ckpt) is from before it. Lower "
+            f"{float(ce) if ce_bad else float(total - ce)}. The weights were not "
+            f"updated; the last checkpoint ({names.LAST_CHECKPOINT}) is from before it. Lower "
             "model.lr, or check the data and the regularizer's settings."
         )
 
@@ -142,13 +206,17 @@ class FineTuner(L.LightningModule):
         loss = F.nll_loss(probs.clamp_min(1e-12).log(), labels)
         self.val_acc(probs, labels)
         # Synced: the schedule's decisions must be the same on every rank.
-        self.log("val/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log(names.VAL_LOSS, loss, on_epoch=True, prog_bar=True, sync_dist=True)
         if not self.trainer.sanity_checking:
             self.predictions["val"].append((probs.cpu(), labels.cpu()))
-        self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True)
+        self.log(names.VAL_ACC, self.val_acc, on_epoch=True, prog_bar=True)
 
     def on_validation_epoch_start(self) -> None:
         self.predictions["val"] = []
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._validated_epoch = self.current_epoch
 
     def on_test_epoch_start(self) -> None:
         self.predictions["test"] = []
@@ -160,7 +228,7 @@ class FineTuner(L.LightningModule):
         self.test_acc(probs, labels)
         self.test_acc_1crop(per_view[:, 0], labels)  # view 0 is the centre crop
         self.test_mean_class_acc(probs, labels)
-        self.log("test/acc", self.test_acc, on_epoch=True)
-        self.log("test/acc_1crop", self.test_acc_1crop, on_epoch=True)
-        self.log("test/mean_class_acc", self.test_mean_class_acc, on_epoch=True)
+        self.log(names.TEST_ACC, self.test_acc, on_epoch=True)
+        self.log(names.TEST_ACC_1CROP, self.test_acc_1crop, on_epoch=True)
+        self.log(names.TEST_MEAN_CLASS_ACC, self.test_mean_class_acc, on_epoch=True)
         self.predictions["test"].append((probs.cpu(), labels.cpu()))

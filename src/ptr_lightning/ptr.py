@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ptr_lightning.settings import non_negative, one_of, positive
+
 REGRESSION_LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "smooth_l1": F.smooth_l1_loss,
     "l2": F.mse_loss,
@@ -40,15 +42,17 @@ REGRESSION_GRADIENTS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 }
 
 
+# The settings of the algorithm, checked here and by every object that takes them.
+RATIO_RULE = positive("regularizer.R", " (the CE : pseudo-task gradient-norm ratio)")
+MEAN_RULE = non_negative("regularizer.m", " (the targets are Uniform[0, 2m))")
+LOSS_RULE = one_of(
+    "regularizer.loss", REGRESSION_LOSSES, " (set by regression=sml1 or regression=l2)"
+)
+
+
 def regression_loss(features: Tensor, targets: Tensor, loss: str = "smooth_l1") -> Tensor:
     """``f_reg(features, targets)``, mean over all elements: smooth-L1 ("SML1") or L2 (MSE)."""
-    try:
-        f_reg = REGRESSION_LOSSES[loss]
-    except KeyError:
-        raise ValueError(
-            f"unknown regression loss {loss!r}; choose one of {sorted(REGRESSION_LOSSES)}"
-        ) from None
-    return f_reg(features, targets)
+    return REGRESSION_LOSSES[LOSS_RULE.check(loss)](features, targets)
 
 
 def draw_targets(features: Tensor, m: float, generator: torch.Generator | None = None) -> Tensor:
@@ -103,8 +107,7 @@ def pseudo_task_loss(
         ``total`` (differentiable; ``w`` is a constant) and detached ``stats`` with keys
         ``w``, ``g_ce``, ``g_ptr`` and ``ptr_loss``.
     """
-    if not R > 0:
-        raise ValueError(f"R must be > 0 (got {R}): it is the gradient-norm ratio CE : PtR")
+    RATIO_RULE.check(R)
     if targets is None:
         targets = draw_targets(features, m, generator)
     # The regression runs on a float32 (or wider) copy of the features so that its gradient,

@@ -4,7 +4,7 @@
 
 Every run folder below the given folders (one holding ``config.yaml``, or ``.hydra/``) is read;
 runs are grouped by (data set, backbone) and method, and each group's metric is summarised in
-percent. The baseline of a row is its ``none`` method (plain fine-tuning), as in the paper:
+percent. The baseline of a row is its ``ft`` method (plain fine-tuning), as in the paper:
 gain = mean(method) - mean(baseline) in points, error-rate reduction = gain / (100 - baseline).
 Runs without the metric are listed, never dropped silently. Prints a Markdown table and writes
 ``report.md`` and ``report.csv`` into ``--out`` (default: the first folder).
@@ -28,24 +28,12 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from ptr_lightning import names
+
 # Folders a run writes below itself that never hold other runs.
 SKIP_DIRS = frozenset({"wandb", "csv", "checkpoints", ".hydra"})
 
-# Fallbacks for runs whose config has no `choices` node (written before it existed).
-TARGET_TO_CHOICE = {
-    "PseudoTask": "ptr",
-    "FeatureNormPenalty": "fnp",
-    "NoRegularizer": "none",
-    "L2SP": "l2sp",
-    "LearningWithoutForgetting": "lwf",
-    "PairwiseConfusion": "pairwise_confusion",
-    "BatchSpectralShrinkage": "bss",
-}
-LOSS_TO_REGRESSION = {"smooth_l1": "sml1", "sml1": "sml1", "l2": "l2", "mse": "l2"}
-
-# The regression loss only changes what these regularizers do.
-REGRESSION_METHODS = frozenset({"ptr", "fnp"})
-BASELINE = "none"
+BASELINE = names.FINE_TUNING
 
 # Regularizer keys that are not hyperparameters of the method (`loss` is in the label).
 NOT_HPARAMS = frozenset({"_target_", "seed", "loss"})
@@ -131,8 +119,8 @@ class Setting:
 
     @property
     def method(self) -> str:
-        """The method's name without hyperparameters, e.g. ``ptr-sml1``."""
-        return f"{self.regularizer}-{self.regression}" if self.regression else self.regularizer
+        """The method's name without hyperparameters, e.g. ``ft`` or ``ptr-sml1``."""
+        return names.method_name(self.regularizer, self.regression)
 
 
 @dataclass
@@ -157,7 +145,7 @@ class Summary:
 
 def is_run_dir(path: Path) -> bool:
     """A run folder holds its resolved ``config.yaml`` or at least Hydra's ``.hydra/``."""
-    return (path / "config.yaml").is_file() or (path / ".hydra").is_dir()
+    return (path / names.CONFIG_FILE).is_file() or (path / ".hydra").is_dir()
 
 
 def find_run_dirs(roots: Iterable[Path]) -> list[Path]:
@@ -205,10 +193,10 @@ def first_error_line(path: Path) -> str | None:
 
 def load_run(path: Path) -> Run:
     """Read a run folder's config and, if the run finished, its ``metrics.json``."""
-    error = first_error_line(path / "error.txt")
-    config_path = path / "config.yaml"
+    error = first_error_line(path / names.ERROR_FILE)
+    config_path = path / names.CONFIG_FILE
     if not config_path.is_file():
-        config_path = path / ".hydra" / "config.yaml"
+        config_path = path / ".hydra" / names.CONFIG_FILE
     if not config_path.is_file():
         return Run(path, None, None, problem="no config.yaml", error=error)
     try:
@@ -217,7 +205,7 @@ def load_run(path: Path) -> Run:
         return Run(path, None, None, problem=f"unreadable {config_path.name}: {exc}", error=error)
     if not isinstance(config, DictConfig):
         return Run(path, None, None, problem=f"{config_path.name} is not a mapping", error=error)
-    metrics_path = path / "metrics.json"
+    metrics_path = path / names.METRICS_FILE
     if not metrics_path.is_file():
         return Run(path, config, None, error=error)
     try:
@@ -255,7 +243,8 @@ def select(config: DictConfig, key: str) -> Any:
 
 
 def hydra_choice(path: Path, group: str) -> str | None:
-    """The option of ``group`` that Hydra recorded in ``.hydra/hydra.yaml``, if any."""
+    """The option of ``group`` that Hydra recorded in ``.hydra/hydra.yaml``: a run that failed
+    before writing ``config.yaml`` has only Hydra's copy, whose ``choices`` are unresolved."""
     hydra_yaml = path / ".hydra" / "hydra.yaml"
     if not hydra_yaml.is_file():
         return None
@@ -266,25 +255,11 @@ def hydra_choice(path: Path, group: str) -> str | None:
     return str(value) if value is not None else None
 
 
-def regularizer_choice(run: Run) -> str:
-    """``choices.regularizer``, else Hydra's record, else the regularizer's class."""
+def choice(run: Run, group: str) -> str | None:
+    """The config-group option the run was composed with (``choices.<group>``)."""
     assert run.config is not None
-    choice = select(run.config, "choices.regularizer") or hydra_choice(run.path, "regularizer")
-    if choice:
-        return str(choice)
-    target = str(select(run.config, "regularizer._target_") or "")
-    name = target.rsplit(".", 1)[-1]
-    return TARGET_TO_CHOICE.get(name, name.lower() or "?")
-
-
-def regression_choice(run: Run) -> str | None:
-    """``choices.regression``, else Hydra's record, else named after the loss."""
-    assert run.config is not None
-    choice = select(run.config, "choices.regression") or hydra_choice(run.path, "regression")
-    if choice:
-        return str(choice)
-    loss = select(run.config, "regression.loss") or select(run.config, "regularizer.loss")
-    return LOSS_TO_REGRESSION.get(str(loss), str(loss)) if loss is not None else None
+    value = select(run.config, f"choices.{group}") or hydra_choice(run.path, group)
+    return str(value) if value is not None else None
 
 
 def normalise(value: Any) -> Any:
@@ -315,13 +290,13 @@ def describe(run: Run) -> Setting:
     """The run's data set, backbone, method and hyperparameters (its config must be read)."""
     assert run.config is not None
     config = run.config
-    regularizer = regularizer_choice(run)
+    regularizer = choice(run, "regularizer") or "?"
     weight_decay = select(config, "model.weight_decay")
     return Setting(
         dataset=str(select(config, "dataset.name") or select(config, "choices.dataset") or "?"),
         backbone=str(select(config, "model.arch") or select(config, "choices.model") or "?"),
         regularizer=regularizer,
-        regression=regression_choice(run) if regularizer in REGRESSION_METHODS else None,
+        regression=choice(run, "regression") if regularizer in names.REGRESSION_METHODS else None,
         weight_decay_off=isinstance(weight_decay, int | float) and float(weight_decay) == 0.0,
         hparams=regularizer_hparams(config),
     )
@@ -451,7 +426,7 @@ def sort_key(summary: Summary) -> tuple[Any, ...]:
     """Rows alphabetically; the baseline first in its row, then methods, then their sweeps."""
     s = summary.setting
     hparams = tuple((key, seed_key(value)) for key, value in s.hparams)
-    return (s.dataset, s.backbone, s.regularizer != BASELINE, s.method, s.weight_decay_off, hparams)
+    return (s.dataset, s.backbone, s.method != BASELINE, s.method, s.weight_decay_off, hparams)
 
 
 def find_baseline(summary: Summary, summaries: Sequence[Summary]) -> Summary | None:
@@ -460,7 +435,7 @@ def find_baseline(summary: Summary, summaries: Sequence[Summary]) -> Summary | N
     candidates = [
         other
         for other in summaries
-        if other.setting.regularizer == BASELINE
+        if other.setting.method == BASELINE
         and (other.setting.dataset, other.setting.backbone) == (s.dataset, s.backbone)
     ]
     same_wd = [c for c in candidates if c.setting.weight_decay_off == s.weight_decay_off]
@@ -592,7 +567,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("folders", nargs="+", type=Path, help="run, sweep or outputs folders")
     parser.add_argument(
         "--metric",
-        default="test/acc",
+        default=names.TEST_ACC,
         help="key of metrics.json to report (default test/acc; the paper's Flower102, MIT67 "
         "and Caltech tables use test/mean_class_acc)",
     )

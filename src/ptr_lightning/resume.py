@@ -2,54 +2,100 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
+from ptr_lightning import names
 from ptr_lightning.errors import ConfigError
 from ptr_lightning.paths import CONFIG_DIR
 
-LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
+def resume_config(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """The resumed run's saved config with this command's overrides applied (e.g.
+    ``trainer.max_epochs=60`` to extend it), pointed at its folder and last checkpoint.
 
-def command_line_overrides() -> list[str]:
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return []
-    return list(HydraConfig.get().overrides.task)
-
-
-def resume_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
-    """The resumed run's saved config, with this command's ``key=value`` overrides
-    (e.g. ``trainer.max_epochs=60`` to extend it), pointed at its folder and last checkpoint."""
+    ``overrides`` are the command line's, parsed by Hydra's own parser and applied as Hydra
+    applies them: ``key=value`` (the key must exist), ``+key=value`` (adds a key),
+    ``++key=value`` (adds or replaces), ``~key`` (deletes). Config-group choices
+    (``dataset=cub200``) are refused: they would make it another run.
+    """
     run = Path(str(cfg.resume)).expanduser()
-    checkpoint = run / LAST_CHECKPOINT
-    for needed in (run / "config.yaml", checkpoint):
+    checkpoint = run / names.LAST_CHECKPOINT
+    for needed in (run / names.CONFIG_FILE, checkpoint):
         if not needed.is_file():
             raise ConfigError(
                 f"resume={run}: {needed} does not exist. Give the folder of an earlier run "
-                f"(it holds config.yaml and {LAST_CHECKPOINT}), or ckpt_path=<file>."
+                f"(it holds {names.CONFIG_FILE} and {names.LAST_CHECKPOINT}), or "
+                "ckpt_path=<file>."
             )
-    changes = [o for o in overrides if not o.startswith(("resume=", "hydra."))]
-    group_changes = [o for o in changes if (CONFIG_DIR / o.split("=", 1)[0].lstrip("+~")).is_dir()]
-    if group_changes:
+    changes = [o for o in OverridesParser.create().parse_overrides(list(overrides)) if applies(o)]
+    groups = [o.input_line for o in changes if is_group(o)]
+    if groups:
         raise ConfigError(
-            f"a resumed run keeps the config it was started with; {group_changes} would change "
-            "it. Only key=value overrides (e.g. trainer.max_epochs=60) apply on resume."
+            f"a resumed run keeps the config it was started with; {groups} would change it. "
+            "Only key=value, +key=value, ++key=value and ~key overrides (e.g. "
+            "trainer.max_epochs=60) apply on resume."
         )
-    saved = OmegaConf.load(run / "config.yaml")
-    merged = OmegaConf.merge(saved, OmegaConf.from_dotlist([o.lstrip("+") for o in changes]))
-    with open_dict(merged):
-        merged.paths.output_dir = str(run.resolve())
-        merged.resume = None
-        merged.ckpt_path = str(checkpoint.resolve())
-    return merged
+    saved = OmegaConf.load(run / names.CONFIG_FILE)
+    OmegaConf.set_struct(saved, True)  # as in Hydra: key=value must name an existing key
+    for override in changes:
+        apply_override(saved, override)
+    with open_dict(saved):
+        saved.paths.output_dir = str(run.resolve())
+        saved.resume = None
+        saved.ckpt_path = str(checkpoint.resolve())
+    return saved
+
+
+def applies(override: Override) -> bool:
+    """Whether an override changes the run's config (``resume=`` and Hydra's own do not)."""
+    key = override.key_or_group
+    return key != "resume" and key != "hydra" and not key.startswith("hydra.")
+
+
+def is_group(override: Override) -> bool:
+    return override.package is not None or (CONFIG_DIR / override.key_or_group).is_dir()
+
+
+def apply_override(cfg: DictConfig, override: Override) -> None:
+    """Apply one parsed override to ``cfg`` in place, as Hydra applies it when composing."""
+    key, line = override.key_or_group, override.input_line
+    if override.is_sweep_override():
+        raise ConfigError(f"resume: {line} is a sweep; a resumed run takes single values")
+    value = override.value()
+    exists = OmegaConf.select(cfg, key, default=None, throw_on_missing=False) is not None
+    try:
+        if override.is_delete():
+            if not exists:
+                raise ConfigError(
+                    f"resume: cannot delete {key!r}: the run's config has no such key"
+                )
+            parent, _, leaf = key.rpartition(".")
+            with open_dict(cfg):
+                del (OmegaConf.select(cfg, parent) if parent else cfg)[leaf]
+        elif override.is_add() and exists:
+            raise ConfigError(
+                f"resume: {line}: {key!r} already exists; use {line[1:]} to change it, or "
+                f"+{line} to add or change it"
+            )
+        elif override.is_add() or override.is_force_add():
+            OmegaConf.update(cfg, key, value, merge=True, force_add=True)
+        else:
+            OmegaConf.update(cfg, key, value, merge=True)
+    except OmegaConfBaseException as err:
+        raise ConfigError(
+            f"resume: {line}: {key!r} is not a key of the run's config; +{line} adds it"
+        ) from err
 
 
 def keep_earlier_metrics(run: Path) -> None:
     """Lightning's CSV logger deletes an existing metrics.csv: set it aside before resuming."""
-    csv = run / "csv" / "metrics.csv"
+    csv = run / names.CSV_METRICS
     if csv.is_file():
         n = 1 + len(list(csv.parent.glob("metrics.before-resume-*.csv")))
         csv.rename(csv.with_name(f"metrics.before-resume-{n}.csv"))

@@ -8,30 +8,29 @@ import signal
 import time
 import traceback
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from ptr_lightning.backbones import build_backbone_and_head
-from ptr_lightning.callbacks import PseudoTaskSwitch
-from ptr_lightning.config_checks import check_config
-from ptr_lightning.fault_tolerance import CheckpointOnSigterm, RandomStateCheckpoint
+from ptr_lightning import names
+from ptr_lightning.backbones import build_pretrained
+from ptr_lightning.build import (
+    build_callbacks,
+    build_components,
+    build_loggers,
+    build_module,
+    build_trainer,
+)
 from ptr_lightning.loggers import finish_wandb
 from ptr_lightning.module import FineTuner
 from ptr_lightning.outputs import write_atomic, write_json, write_npz
-from ptr_lightning.resume import (
-    LAST_CHECKPOINT,
-    command_line_overrides,
-    keep_earlier_metrics,
-    resume_config,
-)
+from ptr_lightning.resume import keep_earlier_metrics, resume_config
 
 log = logging.getLogger(__name__)
 
@@ -40,91 +39,44 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message=".*on_after_batch_transfer.*")
 
 
-def build_module(cfg: DictConfig, datamodule) -> FineTuner:
-    """The LightningModule for ``cfg``, with the data module's classes and transforms."""
-    num_classes = datamodule.num_classes
-    backbone, head, source_classifier = build_backbone_and_head(cfg.model, num_classes)
-    return FineTuner(
-        backbone,
-        head,
-        instantiate(cfg.regularizer),
-        source_classifier=source_classifier,
-        num_classes=num_classes,
-        lr=cfg.model.lr,
-        momentum=cfg.optimizer.momentum,
-        weight_decay=cfg.model.weight_decay,
-        head_lr_mult=cfg.model.head_lr_mult,
-        train_transform=datamodule.train_transform,
-        val_transform=datamodule.val_transform,
-        test_transform=datamodule.test_transform,
-    )
-
-
-def build_callbacks(cfg: DictConfig, module: FineTuner, out: Path) -> list[L.Callback]:
-    callbacks: list[L.Callback] = []
-    if module.regularizer.gated:
-        callbacks.append(PseudoTaskSwitch(threshold=module.regularizer.T))
-    callbacks.append(instantiate(cfg.scheduler))
-    # Saved in on_train_epoch_end, after the switch and the schedule have stepped, so a resumed
-    # run starts from exactly the state the uninterrupted run had at that point.
-    callbacks.append(
-        ModelCheckpoint(
-            dirpath=out / "checkpoints",
-            filename=LAST_CHECKPOINT.stem,  # one file, replaced every epoch
-            save_top_k=1,
-            monitor=None,
-            enable_version_counter=False,
-            save_on_train_epoch_end=True,
-        )
-    )
-    callbacks += [RandomStateCheckpoint(), CheckpointOnSigterm(out / LAST_CHECKPOINT)]
-    return callbacks
-
-
-def build_loggers(cfg: DictConfig) -> list[Any]:
-    loggers = [instantiate(spec) for spec in (cfg.get("logger") or {}).values()]
-    return [logger for logger in loggers if logger is not None]
-
-
-def train(cfg: DictConfig) -> dict[str, Any]:
+def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Fine-tune, test the model of the last epoch, and write ``metrics.json``.
 
     The run folder ``cfg.paths.output_dir`` receives the resolved config (``config.yaml``),
     the checkpoints (``checkpoints/last.ckpt``, every epoch), the CSV metrics, ``split.json``,
     ``predictions.npz`` and ``metrics.json``. ``cfg.resume`` (a run folder) continues that run
-    in its folder; ``cfg.ckpt_path`` continues from a checkpoint in a new folder.
+    in its folder, with ``overrides`` (the command line's, e.g. ``trainer.max_epochs=60``)
+    applied to its saved config; ``cfg.ckpt_path`` continues from a checkpoint in a new folder.
     """
     if cfg.get("resume"):
-        cfg = resume_config(cfg, command_line_overrides())
-    check_config(cfg)
+        cfg = resume_config(cfg, overrides)
+    components = build_components(cfg)  # every setting is checked before anything is written
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path:
         keep_earlier_metrics(out)
-    write_atomic(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    write_atomic(out / names.CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
     started = time.monotonic()
     L.seed_everything(cfg.seed, workers=True)
 
-    datamodule = instantiate(cfg.dataset)
+    # The cheap checks of data and weights come before the slow part, decoding the images.
+    datamodule = components.datamodule
     datamodule.prepare_data()
+    pretrained = build_pretrained(cfg.model)
     datamodule.setup("fit")
     write_json(
-        out / "split.json",
+        out / names.SPLIT_FILE,
         {
             "split_seed": cfg.dataset.get("split_seed"),
             "class_names": datamodule.class_names,
             **datamodule.split_ids,
         },
     )
-    module = build_module(cfg, datamodule)
+    module = build_module(cfg, datamodule, components, pretrained)
     loggers = build_loggers(cfg)
-    trainer = L.Trainer(
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
-        callbacks=build_callbacks(cfg, module, out),
-        logger=loggers or False,
-        default_root_dir=str(out),
-    )
+    callbacks = build_callbacks(cfg, module.regularizer, out, logging=bool(loggers))
+    trainer = build_trainer(cfg, callbacks, loggers)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     try:
@@ -135,13 +87,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     finally:
         finish_wandb()
 
+    regularizer = module.regularizer
     metrics: dict[str, Any] = {k: float(v) for k, v in test_metrics.items()}
-    metrics.update({k: last_epoch[k] for k in ("val/acc", "val/loss") if k in last_epoch})
-    switch = next((c for c in trainer.callbacks if isinstance(c, PseudoTaskSwitch)), None)
+    metrics.update({k: last_epoch[k] for k in (names.VAL_ACC, names.VAL_LOSS) if k in last_epoch})
     metrics.update(
         epochs=trainer.current_epoch,
-        ptr_active=bool(switch and switch.active),
-        ptr_switch_epoch=switch.switch_epoch if switch else None,
+        ptr_active=regularizer.gated and regularizer.active,
+        ptr_switch_epoch=regularizer.switch_epoch,
         seconds=round(time.monotonic() - started, 1),
     )
     if trainer.is_global_zero:
@@ -149,15 +101,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             write_predictions(out, module, datamodule)
         else:
             log.warning("predictions.npz is written by single-device runs only")
-        write_json(out / "metrics.json", metrics)
-        print(summary(metrics, last_epoch, out, has_pseudo_task=switch is not None), flush=True)
+        write_json(out / names.METRICS_FILE, metrics)
+        print(summary(metrics, last_epoch, out, has_pseudo_task=regularizer.gated), flush=True)
     return metrics
 
 
 def write_predictions(out: Path, module: FineTuner, datamodule) -> None:
     """Per image of the test (``predictions.npz``) and validation (``predictions_val.npz``)
     sets, as the final model saw them: class probabilities, label and image id."""
-    for split, name in (("test", "predictions.npz"), ("val", "predictions_val.npz")):
+    for split, name in names.PREDICTIONS_FILES.items():
         parts = module.predictions[split]
         if not parts:
             continue
@@ -176,15 +128,15 @@ def summary(
 ) -> str:
     """A few lines for the terminal: test accuracy, PtR telemetry, where the files are."""
     lines = [
-        f"test/acc {metrics['test/acc']:.4f}  test/acc_1crop {metrics['test/acc_1crop']:.4f}  "
-        f"test/mean_class_acc "
-        f"{metrics['test/mean_class_acc']:.4f}  ({metrics['epochs']} epochs, "
-        f"{metrics['seconds']:.0f} s)"
+        f"{names.TEST_ACC} {metrics[names.TEST_ACC]:.4f}  "
+        f"{names.TEST_ACC_1CROP} {metrics[names.TEST_ACC_1CROP]:.4f}  "
+        f"{names.TEST_MEAN_CLASS_ACC} {metrics[names.TEST_MEAN_CLASS_ACC]:.4f}  "
+        f"({metrics['epochs']} epochs, {metrics['seconds']:.0f} s)"
     ]
     if metrics["ptr_switch_epoch"] is not None:
         telemetry = "  ".join(
             f"{key} {float(last_logged[key]):.4g}"
-            for key in ("ptr/w", "ptr/g_ce", "ptr/g_ptr", "train/ptr_loss")
+            for key in (names.PTR_W, names.PTR_G_CE, names.PTR_G_PTR, names.TRAIN_PTR_LOSS)
             if key in last_logged
         )
         lines.append(
@@ -193,13 +145,15 @@ def summary(
     elif has_pseudo_task:
         lines.append("pseudo-task: not switched on (epoch-mean CE stayed >= T)")
     lines.append(
-        f"run folder: {out}  (metrics.json, config.yaml, checkpoints/, csv/, split.json, "
-        "predictions*.npz)"
+        f"run folder: {out}  ({names.METRICS_FILE}, {names.CONFIG_FILE}, checkpoints/, "
+        f"{names.CSV_DIR}/, {names.SPLIT_FILE}, predictions*.npz)"
     )
     return "\n".join(lines)
 
 
-def run_job(cfg: DictConfig) -> float | None:
+def run_job(
+    cfg: DictConfig, overrides: Sequence[str] = (), *, multirun: bool = False
+) -> float | None:
     """What the CLI runs for each job: ``train(cfg)``, its error kept in the run folder.
 
     A failing job writes ``error.txt`` (the traceback) to its folder. In a multirun the sweep
@@ -208,26 +162,19 @@ def run_job(cfg: DictConfig) -> float | None:
     checkpoint is written.
     """
     try:
-        return objective(cfg, train(cfg))
+        return objective(cfg, train(cfg, overrides))
     except SIGTERMException:
         # Pre-empted: the checkpoint is written (CheckpointOnSigterm). Exit as a terminated
         # process does, so a scheduler or script never takes this run for a finished one.
-        write_atomic(Path(cfg.paths.output_dir) / "error.txt", "terminated by SIGTERM\n")
+        write_atomic(Path(cfg.paths.output_dir) / names.ERROR_FILE, "terminated by SIGTERM\n")
         raise SystemExit(128 + signal.SIGTERM) from None
     except Exception:
         out = Path(cfg.paths.output_dir)
-        write_atomic(out / "error.txt", traceback.format_exc())
-        if not is_multirun():
+        write_atomic(out / names.ERROR_FILE, traceback.format_exc())
+        if not multirun:
             raise
-        log.exception("job failed; its error is in %s; the sweep goes on", out / "error.txt")
+        log.exception("job failed; its error is in %s; the sweep goes on", out / names.ERROR_FILE)
         return math.nan
-
-
-def is_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def objective(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:

@@ -11,6 +11,9 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.transforms.v2 import functional as TF
+
+from ptr_lightning.settings import Rule, integer
 
 # torchvision's ImageNet weights were trained on inputs normalized with these statistics.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -38,6 +41,12 @@ class SingleView(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         return self.normalize(images).unsqueeze(1)
+
+
+# The bounds of the augmentation and crop settings, checked by every transform that takes them.
+CROP_RULE = integer("dataset.crop", 1)
+MAX_SCALE_RULE = Rule("dataset.max_scale", lambda v: 0 <= v < 1, "in [0, 1)")
+MAX_ROTATION_RULE = Rule("dataset.max_rotation", lambda v: 0 <= v <= 180, "in [0, 180] degrees")
 
 
 def _check_size(images: Tensor, crop: int) -> tuple[int, int]:
@@ -95,12 +104,9 @@ class TrainAugment(nn.Module):
         normalize: bool = True,
     ) -> None:
         super().__init__()
-        if crop <= 0:
-            raise ValueError(f"crop must be positive, got {crop}")
-        if not 0.0 <= max_scale < 1.0:
-            raise ValueError(f"max_scale must be in [0, 1), got {max_scale}")
-        if max_rotation < 0.0:
-            raise ValueError(f"max_rotation must be non-negative, got {max_rotation}")
+        CROP_RULE.check(crop)
+        MAX_SCALE_RULE.check(max_scale)
+        MAX_ROTATION_RULE.check(max_rotation)
         self.crop, self.max_scale, self.max_rotation = crop, max_scale, max_rotation
         self.flip = flip
         self.normalize = Normalize() if normalize else None
@@ -168,32 +174,17 @@ class TrainAugment(nn.Module):
         return self.apply(images, self.sample(images.shape[0], height, width, images.device))
 
 
-def _centre_anchor(size: int, crop: int) -> int:
-    # torchvision's center_crop rounds half to even (Python's round); matching it keeps our
-    # centre view pixel-identical to torchvision's ten_crop.
-    return int(round((size - crop) / 2.0))
-
-
 class _FixedCrops(nn.Module):
     """Evaluation views cut at fixed positions: uint8 (B, C, H, W) -> normalized
     (B, V, C, crop, crop)."""
 
     def __init__(self, crop: int = 224) -> None:
         super().__init__()
-        self.crop = crop
+        self.crop = CROP_RULE.check(crop)
         self.normalize = Normalize()
 
     def extra_repr(self) -> str:
         return f"crop={self.crop}"
-
-    def windows(self, images: Tensor, anchors: list[tuple[int, int]]) -> Tensor:
-        """uint8 crops (B, len(anchors), C, crop, crop) with top-left corners ``anchors``."""
-        c = self.crop
-        return torch.stack([images[..., t : t + c, x : x + c] for t, x in anchors], dim=1)
-
-    def centre(self, images: Tensor) -> tuple[int, int]:
-        height, width = _check_size(images, self.crop)
-        return _centre_anchor(height, self.crop), _centre_anchor(width, self.crop)
 
     def normalized(self, views: Tensor) -> Tensor:
         return self.normalize(views.flatten(0, 1)).unflatten(0, views.shape[:2])
@@ -204,30 +195,32 @@ class TenCrop(_FixedCrops):
 
     Zhong & Maki (CVPR 2020), Section 3.1, average "the network responses from the target-task
     classifiers over ten crops which were sampled from the corners and the centers of originals
-    and the flipped counterparts"; ``FineTuner.test_step`` does the averaging. Views
-    are ordered centre, top-left, top-right, bottom-left, bottom-right, then the left-right
-    mirrors of those five in the same order: view 0 is the unflipped centre crop, so a 1-crop
-    accuracy can be read from it. The crops are torchvision's ``ten_crop`` crops in another
-    order (torchvision puts the centre fifth, and crops its mirrored five from the mirrored
-    image, so its mirrored top-left is our mirrored top-right). Only when ``size - crop`` is
-    odd do the two differ: torchvision's mirrored centre is then half a pixel off the mirror of
-    its centre crop, ours is the mirror of view 0. The paper's 250 -> 224 is even.
+    and the flipped counterparts"; ``FineTuner.test_step`` does the averaging. The crops are
+    torchvision's ``five_crop`` ones, ordered centre, top-left, top-right, bottom-left,
+    bottom-right, then the left-right mirrors of those five in the same order: view 0 is the
+    unflipped centre crop, so a 1-crop accuracy can be read from it. (torchvision's
+    ``ten_crop`` puts the centre fifth and crops its mirrored five from the mirrored image, so
+    its mirrored top-left is our mirrored top-right; when ``size - crop`` is odd its mirrored
+    centre is also half a pixel off the mirror of the centre crop. The paper's 250 -> 224 is
+    even.)
     """
 
     def forward(self, images: Tensor) -> Tensor:
-        height, width = _check_size(images, self.crop)
-        c = self.crop
-        corners = [(0, 0), (0, width - c), (height - c, 0), (height - c, width - c)]
-        crops = self.windows(images, [self.centre(images), *corners])
+        _check_size(images, self.crop)
+        top_left, top_right, bottom_left, bottom_right, centre = TF.five_crop(
+            images, [self.crop, self.crop]
+        )
+        crops = torch.stack([centre, top_left, top_right, bottom_left, bottom_right], dim=1)
         return self.normalized(torch.cat([crops, crops.flip(-1)], dim=1))
 
 
 class CentreCrop(_FixedCrops):
     """Single-view evaluation at crop size: uint8 (B, C, H, W) -> normalized (B, 1, C, crop, crop).
 
-    The same crop as view 0 of :class:`TenCrop`, for a cheap 1-crop evaluation of the paper's
-    protocol (Zhong & Maki, CVPR 2020, Section 3.1).
+    torchvision's ``center_crop``: the same crop as view 0 of :class:`TenCrop`, for a cheap
+    1-crop evaluation of the paper's protocol (Zhong & Maki, CVPR 2020, Section 3.1).
     """
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.normalized(self.windows(images, [self.centre(images)]))
+        _check_size(images, self.crop)
+        return self.normalized(TF.center_crop(images, [self.crop, self.crop]).unsqueeze(1))

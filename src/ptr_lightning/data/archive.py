@@ -1,6 +1,6 @@
 """A paper data set (or the user's own image folders) as a DataModule.
 
-The official archive's index is read by :mod:`ptr_lightning.data.archives`; every image is
+The official archive's index is read by :mod:`ptr_lightning.data.readers`; every image is
 decoded once into its letterboxed uint8 ``image_size`` x ``image_size`` tensor and kept in
 memory (or memory-mapped from ``cache_dir``), and the random augmentation and the ten test
 crops run on batched tensors on the training device (:mod:`ptr_lightning.transforms`), so a
@@ -16,11 +16,18 @@ from typing import Any
 
 import torch
 
-from ptr_lightning.data.archives import READERS, ArchiveIndex, Sample, holdout_val
 from ptr_lightning.data.base import DecodedImages, InMemoryDataModule
 from ptr_lightning.data.downloads import DOWNLOADS
 from ptr_lightning.data.images import decode_all
+from ptr_lightning.data.readers import (
+    READERS,
+    VAL_FRACTION_RULE,
+    ArchiveIndex,
+    Sample,
+    holdout_val,
+)
 from ptr_lightning.errors import ConfigError, DatasetError
+from ptr_lightning.settings import check, integer, one_of
 from ptr_lightning.transforms import CentreCrop, TenCrop, TrainAugment
 
 log = logging.getLogger(__name__)
@@ -34,6 +41,13 @@ class ArchiveDataModule(InMemoryDataModule):
     training seeds share one split). Validation uses the centre crop; the test uses the
     paper's ten crops when ``ten_crop`` (view 0, the centre crop, gives ``test/acc_1crop``).
     """
+
+    RULES = {
+        "reader": one_of("dataset.reader", READERS),
+        "val_fraction": VAL_FRACTION_RULE,
+        "image_size": integer("dataset.image_size", 1),
+        "decode_workers": integer("dataset.decode_workers", 0),
+    }
 
     def __init__(
         self,
@@ -64,12 +78,13 @@ class ArchiveDataModule(InMemoryDataModule):
             eval_batch_size=eval_batch_size,
             num_workers=num_workers,
         )
-        if reader not in READERS:
-            raise ConfigError(f"dataset.reader={reader!r} is unknown; known: {sorted(READERS)}")
-        if not 0 < val_fraction < 1:
-            raise ConfigError(f"dataset.val_fraction={val_fraction} must be in (0, 1)")
-        if not 0 < crop <= image_size:
-            raise ConfigError(f"dataset.crop={crop} must be in 1..dataset.image_size={image_size}")
+        check(
+            self.RULES,
+            reader=reader,
+            val_fraction=val_fraction,
+            image_size=image_size,
+            decode_workers=decode_workers,
+        )
         self.reader, self.root = reader, Path(root).expanduser()
         self.reader_args = dict(reader_args or {})
         self.download = download
@@ -83,20 +98,27 @@ class ArchiveDataModule(InMemoryDataModule):
         )
         self.val_transform = CentreCrop(crop)
         self.test_transform = TenCrop(crop) if ten_crop else CentreCrop(crop)
+        if crop > image_size:
+            raise ConfigError(
+                f"dataset.crop={crop} must not exceed dataset.image_size={image_size}"
+            )
 
     def prepare_data(self) -> None:
-        """Download the data set if it is missing and its site allows it (``download=true``)."""
-        if not self.download or self.reader not in DOWNLOADS:
-            return
+        """Check that the data set is on disk in its layout, reading its index (no image is
+        decoded, so this takes a second); download it first when it is missing and its site
+        allows it (``download=true``). A missing or incomplete data set raises here."""
         try:
-            self.read_index()
+            self.splits()
             return
         except DatasetError as missing:
+            if not self.download or self.reader not in DOWNLOADS:
+                raise
             not_found = missing
         try:
             DOWNLOADS[self.reader](self.root)
         except Exception as err:
             raise DatasetError(f"{not_found}\n\nThe download failed too: {err}") from err
+        self.splits()
 
     def read_index(self) -> ArchiveIndex:
         reader = READERS[self.reader]

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from ptr_lightning.settings import check, integer
 from ptr_lightning.transforms import Normalize, SingleView
 
 
@@ -34,10 +35,22 @@ class DecodedImages(Dataset):
 class InMemoryDataModule(L.LightningDataModule):
     """Loaders over decoded uint8 tensors: batching only, the per-image work is done already."""
 
+    RULES = {
+        "batch_size": integer("dataset.batch_size", 1),
+        "eval_batch_size": integer("dataset.eval_batch_size", 1),
+        "num_workers": integer("dataset.num_workers", 0),
+    }
+
     def __init__(
         self, *, name: str, batch_size: int, eval_batch_size: int, num_workers: int
     ) -> None:
         super().__init__()
+        check(
+            InMemoryDataModule.RULES,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            num_workers=num_workers,
+        )
         self.name = name
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers = num_workers

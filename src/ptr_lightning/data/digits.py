@@ -16,7 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from ptr_lightning.data.base import DecodedImages, InMemoryDataModule
+from ptr_lightning.data.readers import VAL_FRACTION_RULE
 from ptr_lightning.errors import ConfigError
+from ptr_lightning.settings import check, integer
 
 
 def digits_images(image_size: int) -> tuple[torch.Tensor, np.ndarray]:
@@ -49,6 +51,13 @@ def few_shot_split(
 class DigitsDataModule(InMemoryDataModule):
     """Few-shot digits; items are ``(uint8 image (3, S, S), label)``."""
 
+    RULES = {
+        "image_size": integer("dataset.image_size", 1),
+        # Each digit has at least 174 images and some must remain for val/test.
+        "train_per_class": integer("dataset.train_per_class", 1, 169),
+        "val_fraction": VAL_FRACTION_RULE,
+    }
+
     def __init__(
         self,
         *,
@@ -68,14 +77,15 @@ class DigitsDataModule(InMemoryDataModule):
             eval_batch_size=eval_batch_size,
             num_workers=num_workers,
         )
+        check(
+            self.RULES,
+            image_size=image_size,
+            train_per_class=train_per_class,
+            val_fraction=val_fraction,
+        )
         self.classes = list(range(10)) if classes is None else [int(c) for c in classes]
         if not self.classes or any(c not in range(10) for c in self.classes):
             raise ConfigError(f"dataset.classes={classes} must be a non-empty subset of 0..9")
-        if not 1 <= train_per_class < 170:
-            raise ConfigError(
-                f"dataset.train_per_class={train_per_class} must be in 1..169 (each digit has "
-                "at least 174 images and some must remain for val/test)"
-            )
         self.image_size, self.train_per_class = image_size, train_per_class
         self.val_fraction, self.split_seed = val_fraction, split_seed
         self.class_names = [str(c) for c in self.classes]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import lightning as L
 from torch import Tensor, nn
 
 
@@ -28,9 +29,12 @@ class Regularizer(nn.Module):
     ``total`` is what the step back-propagates (``ce_loss`` plus the regularizer's term);
     ``stats`` maps stable metric names to detached scalars for logging.
 
-    A *gated* regularizer stays off (``total == ce_loss``) until :attr:`active` is set, which
-    :class:`~ptr_lightning.callbacks.PseudoTaskSwitch` does once the epoch-mean training
-    cross-entropy falls below its threshold T. Others are always on.
+    A *gated* regularizer stays off (``total == ce_loss``) until it is switched on. The
+    decision is a Lightning callback's (:meth:`callbacks` names it); the regularizer only
+    holds the state (:attr:`active`, :attr:`switch_epoch`) and reads it. A gated regularizer
+    keeps that state in its ``state_dict`` (torch's extra state), so every checkpoint carries
+    it; as Python values rather than a device buffer, because reading a device tensor in every
+    step would stall the GPU. Other regularizers are always on.
     """
 
     gated: bool = False
@@ -39,9 +43,20 @@ class Regularizer(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.active = not self.gated
+        self.switch_epoch: int | None = None  # the epoch after which it was first switched on
         # A mean across data-parallel ranks, set by the LightningModule under DDP, for terms
         # that must be the same on every rank (PtR's gradient norms).
         self.reduce: Callable[[Tensor], Tensor] | None = None
+
+    def switch(self, on: bool, epoch: int) -> None:
+        """Set by the switch callback at the end of ``epoch``; the first switch-on is kept."""
+        if on and self.switch_epoch is None:
+            self.switch_epoch = epoch
+        self.active = on
+
+    def callbacks(self) -> list[L.Callback]:
+        """The Lightning callbacks this regularizer needs (a gated one: its switch)."""
+        return []
 
     def attach(self, backbone: nn.Module, head: nn.Module, source_classifier: nn.Module) -> None:
         """Called once with the model before training, for regularizers that keep references

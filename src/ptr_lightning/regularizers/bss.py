@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ptr_lightning import names
 from ptr_lightning.regularizers.base import Regularizer, StepTensors
+from ptr_lightning.settings import check, integer, non_negative
 
 
 class BatchSpectralShrinkage(Regularizer):
@@ -22,12 +24,11 @@ class BatchSpectralShrinkage(Regularizer):
     SVD is unsupported and too inexact for the smallest values.
     """
 
+    RULES = {"eta": non_negative("regularizer.eta"), "k": integer("regularizer.k", 1)}
+
     def __init__(self, eta: float = 0.001, k: int = 1) -> None:
         super().__init__()
-        if not eta >= 0:
-            raise ValueError(f"regularizer.eta must be >= 0, got {eta}")
-        if int(k) != k or k < 1:
-            raise ValueError(f"regularizer.k must be an integer >= 1, got {k}")
+        check(self.RULES, eta=eta, k=k)
         self.eta, self.k = float(eta), int(k)
 
     def forward(self, ce_loss: Tensor, step: StepTensors) -> tuple[Tensor, dict[str, Tensor]]:
@@ -38,7 +39,7 @@ class BatchSpectralShrinkage(Regularizer):
         smallest = sigma[-min(self.k, sigma.numel()) :].pow(2).sum()
         term = self.eta * smallest
         return ce_loss + term, {
-            "train/reg_loss": term.detach(),
+            names.TRAIN_REG_LOSS: term.detach(),
             "bss/smallest_sv_sq": smallest.detach(),
             "bss/largest_sv_sq": sigma[0].detach().pow(2),
         }

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ptr_lightning import names
 from ptr_lightning.regularizers.base import Regularizer, StepTensors
+from ptr_lightning.settings import check, non_negative
 
 
 def _sq_norm(x: Tensor) -> Tensor:
@@ -33,13 +35,11 @@ class L2SP(Regularizer):
     """
 
     replaces_weight_decay = True
+    RULES = {"alpha": non_negative("regularizer.alpha"), "beta": non_negative("regularizer.beta")}
 
     def __init__(self, alpha: float = 0.01, beta: float = 0.01) -> None:
         super().__init__()
-        if not alpha >= 0:
-            raise ValueError(f"regularizer.alpha must be >= 0, got {alpha}")
-        if not beta >= 0:
-            raise ValueError(f"regularizer.beta must be >= 0, got {beta}")
+        check(self.RULES, alpha=alpha, beta=beta)
         self.alpha, self.beta = float(alpha), float(beta)
         # A plain tuple, not submodules: the LightningModule owns (and checkpoints) these.
         self._attached: tuple[nn.Module, nn.Module] | None = None
@@ -78,7 +78,7 @@ class L2SP(Regularizer):
         new = sum((_sq_norm(param) for param in head.parameters()), zero)
         term = 0.5 * self.alpha * source + 0.5 * self.beta * new
         return ce_loss + term, {
-            "train/reg_loss": term.detach(),
+            names.TRAIN_REG_LOSS: term.detach(),
             "l2sp/source_dist_sq": source.detach(),
             "l2sp/head_norm_sq": new.detach(),
         }

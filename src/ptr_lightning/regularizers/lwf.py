@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ptr_lightning import names
 from ptr_lightning.regularizers.base import Regularizer, StepTensors
+from ptr_lightning.settings import check, non_negative, positive
 
 
 def _at_least_float32(x: Tensor) -> Tensor:
@@ -44,12 +46,14 @@ class LearningWithoutForgetting(Regularizer):
     source head). With random weights it runs but distils noise, which is no LwF baseline.
     """
 
+    RULES = {
+        "weight": non_negative("regularizer.weight"),
+        "temperature": positive("regularizer.temperature"),
+    }
+
     def __init__(self, weight: float = 1.0, temperature: float = 2.0) -> None:
         super().__init__()
-        if not weight >= 0:
-            raise ValueError(f"regularizer.weight must be >= 0, got {weight}")
-        if not temperature > 0:
-            raise ValueError(f"regularizer.temperature must be > 0, got {temperature}")
+        check(self.RULES, weight=weight, temperature=temperature)
         self.weight, self.temperature = float(weight), float(temperature)
         self.teacher: nn.Module | None = None
         self.old_head: nn.Module | None = None
@@ -95,7 +99,7 @@ class LearningWithoutForgetting(Regularizer):
         term = self.weight * kl
         agreement = (old_logits.argmax(-1) == target.argmax(-1)).float().mean()
         return ce_loss + term, {
-            "train/reg_loss": term.detach(),
+            names.TRAIN_REG_LOSS: term.detach(),
             "lwf/kl": kl.detach(),
             "lwf/agreement": agreement.detach(),
         }

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from ptr_lightning import names
 from ptr_lightning.regularizers.base import Regularizer, StepTensors
+from ptr_lightning.settings import check, non_negative
 
 
 class PairwiseConfusion(Regularizer):
@@ -25,10 +27,11 @@ class PairwiseConfusion(Regularizer):
     was in the range 10-20 for its fine-grained tasks.
     """
 
+    RULES = {"weight": non_negative("regularizer.weight")}
+
     def __init__(self, weight: float = 10.0) -> None:
         super().__init__()
-        if not weight >= 0:
-            raise ValueError(f"regularizer.weight must be >= 0, got {weight}")
+        check(self.RULES, weight=weight)
         self.weight = float(weight)
 
     def forward(self, ce_loss: Tensor, step: StepTensors) -> tuple[Tensor, dict[str, Tensor]]:
@@ -41,7 +44,7 @@ class PairwiseConfusion(Regularizer):
         pairs = different.sum()
         mean_distance = (different * distance).sum() / pairs.clamp_min(1)
         return ce_loss + term, {
-            "train/reg_loss": term.detach(),
+            names.TRAIN_REG_LOSS: term.detach(),
             "pc/distance_sq": mean_distance.detach(),
             "pc/pairs": pairs.detach(),
         }

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
 
-from ptr_lightning.ptr import REGRESSION_LOSSES, pseudo_task_loss
+from ptr_lightning import names
+from ptr_lightning.callbacks import PseudoTaskSwitch
+from ptr_lightning.ptr import LOSS_RULE, MEAN_RULE, RATIO_RULE, pseudo_task_loss
 from ptr_lightning.regularizers.base import Regularizer, StepTensors
+from ptr_lightning.settings import check, non_negative
 
 
 class PseudoTask(Regularizer):
@@ -15,7 +21,8 @@ class PseudoTask(Regularizer):
 
     ``L = L_ce + w * f_reg(rep, t)``, ``t ~ Uniform[0, 2m)`` drawn fresh every batch,
     ``w = mean_j ||dL_ce/drep_j|| / (mean_j ||dL_ptr/drep_j|| * R)`` recomputed every batch;
-    see :func:`ptr_lightning.ptr.pseudo_task_loss`. Gated: on once the epoch-mean CE < T.
+    see :func:`ptr_lightning.ptr.pseudo_task_loss`. Gated: its :class:`PseudoTaskSwitch` turns
+    it on once the epoch-mean training CE < T.
 
     The targets come from a generator of their own (seeded with ``seed``), so drawing them does
     not shift the random stream that dropout and augmentation use: FNP, PtR and plain
@@ -23,25 +30,25 @@ class PseudoTask(Regularizer):
     """
 
     gated = True
+    RULES = {
+        "R": RATIO_RULE,
+        "m": MEAN_RULE,
+        "T": non_negative("regularizer.T", " (the epoch-mean CE that switches it on)"),
+        "loss": LOSS_RULE,
+    }
 
     def __init__(
         self, R: float, m: float = 1.0, T: float = 1.0, loss: str = "smooth_l1", seed: int = 0
     ) -> None:
         super().__init__()
-        if not R > 0:
-            raise ValueError(f"regularizer.R must be > 0, got {R}")
-        if not m >= 0:
-            raise ValueError(f"regularizer.m must be >= 0, got {m}")
-        if not T >= 0:
-            raise ValueError(f"regularizer.T must be >= 0, got {T}")
-        if loss not in REGRESSION_LOSSES:
-            raise ValueError(
-                f"regression loss {loss!r} unknown; use regression=sml1 or regression=l2"
-            )
+        check(self.RULES, R=R, m=m, T=T, loss=loss)
         self.R, self.m, self.T = float(R), float(m), float(T)
         self.loss, self.seed = loss, int(seed)
         self._generator: torch.Generator | None = None
         self._pending_generator_state: Tensor | None = None
+
+    def callbacks(self) -> list[L.Callback]:
+        return [PseudoTaskSwitch(threshold=self.T)]
 
     def targets(self, features: Tensor) -> Tensor | None:
         """Targets for this batch; ``None`` lets :func:`pseudo_task_loss` draw Uniform[0, 2m)."""
@@ -62,17 +69,19 @@ class PseudoTask(Regularizer):
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
         return int(np.random.SeedSequence([self.seed, 0x505452, rank]).generate_state(1)[0])
 
-    # The generator's state travels in the module's state_dict (so in every checkpoint) as a
-    # tensor, empty before the first draw, and is applied when the generator is next made, on
-    # whatever device the features are then on.
-    def get_extra_state(self) -> Tensor:
-        if self._generator is None:
-            return torch.empty(0, dtype=torch.uint8)
-        return self._generator.get_state()
+    # The generator's state travels with the switch in the module's state_dict (so in every
+    # checkpoint) as a tensor, empty before the first draw, and is applied when the generator
+    # is next made, on whatever device the features are then on.
+    def get_extra_state(self) -> dict[str, Any]:
+        generator = torch.empty(0, dtype=torch.uint8)
+        if self._generator is not None:
+            generator = self._generator.get_state()
+        return {"active": self.active, "switch_epoch": self.switch_epoch, "generator": generator}
 
-    def set_extra_state(self, state: Tensor) -> None:
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.active, self.switch_epoch = bool(state["active"]), state["switch_epoch"]
         self._generator = None
-        self._pending_generator_state = state if state.numel() else None
+        self._pending_generator_state = state["generator"] if state["generator"].numel() else None
 
     def forward(self, ce_loss: Tensor, step: StepTensors) -> tuple[Tensor, dict[str, Tensor]]:
         if not self.active:
@@ -89,10 +98,10 @@ class PseudoTask(Regularizer):
             reduce=self.reduce,
         )
         return total, {
-            "train/ptr_loss": stats["ptr_loss"],
-            "ptr/w": stats["w"],
-            "ptr/g_ce": stats["g_ce"],
-            "ptr/g_ptr": stats["g_ptr"],
+            names.TRAIN_PTR_LOSS: stats["ptr_loss"],
+            names.PTR_W: stats["w"],
+            names.PTR_G_CE: stats["g_ce"],
+            names.PTR_G_PTR: stats["g_ptr"],
         }
 
 
@@ -102,6 +111,9 @@ class FeatureNormPenalty(PseudoTask):
     The paper's ablation (Section 2.3, Tables 2-5): the same gradient-norm balancing as PtR but
     a static target, so the regularizing gradient has lower variance. ``m`` is unused.
     """
+
+    def callbacks(self) -> list[L.Callback]:
+        return [PseudoTaskSwitch(threshold=self.T)]
 
     def targets(self, features: Tensor) -> Tensor:
         return torch.zeros(features.shape, device=features.device, dtype=torch.float32)

@@ -24,7 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from ptr_lightning.errors import DatasetError
+from ptr_lightning.settings import fraction as fraction_rule
+from ptr_lightning.settings import integer
 
+# The share of the training images held out for validation where a data set has no val split.
+VAL_FRACTION_RULE = fraction_rule("dataset.val_fraction")
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png"})
 _MAX_LISTED_MISSING = 5
 
@@ -420,8 +424,7 @@ def read_caltech256(
     ``056.dog/greg/``. ``include_clutter=False`` drops ``257.clutter``. Class names are the folder
     names. No val.
     """
-    if train_per_class < 1:
-        raise ValueError(f"train_per_class must be >= 1, got {train_per_class}")
+    integer("dataset.reader_args.train_per_class", 1).check(train_per_class)
     root = _absolute(root)
     folder = _caltech_folder(root)
     class_dirs = sorted(d for d in folder.iterdir() if d.is_dir() and _CALTECH_FOLDER.match(d.name))
@@ -474,8 +477,9 @@ def read_webface(
     identities' folder names, sorted. Per identity: ``train_per_class`` train,
     ``val_per_class`` val, the rest test.
     """
-    if identities < 1 or train_per_class < 1 or val_per_class < 0:
-        raise ValueError("identities and train_per_class must be >= 1, val_per_class >= 0")
+    integer("dataset.reader_args.identities", 1).check(identities)
+    integer("dataset.reader_args.train_per_class", 1).check(train_per_class)
+    integer("dataset.reader_args.val_per_class", 0).check(val_per_class)
     root = _absolute(root)
     folder = root / "CASIA-WebFace" if (root / "CASIA-WebFace").is_dir() else root
     _require_dir(WEBFACE, folder)
@@ -565,8 +569,7 @@ def holdout_val(
     most ``n - 1``; a single-image class stays in train. Returns ``(train, val)``, both in the
     input order; deterministic for a ``split_seed``.
     """
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+    VAL_FRACTION_RULE.check(fraction)
     by_class: dict[int, list[int]] = defaultdict(list)
     for i, sample in enumerate(train):
         by_class[sample.label].append(i)

@@ -11,7 +11,13 @@ import torch
 from PIL import Image
 
 from ptr_lightning.data import images
-from ptr_lightning.data.archives import (
+from ptr_lightning.data.images import (
+    UnreadableImageError,
+    decode_all,
+    letterbox,
+    load_letterboxed,
+)
+from ptr_lightning.data.readers import (
     READERS,
     ArchiveIndex,
     DatasetError,
@@ -25,12 +31,6 @@ from ptr_lightning.data.archives import (
     read_mit67,
     read_stanford40,
     read_webface,
-)
-from ptr_lightning.data.images import (
-    UnreadableImageError,
-    decode_all,
-    letterbox,
-    load_letterboxed,
 )
 from tests.fixtures.archives import (
     CALTECH_CLASSES,

@@ -1,0 +1,51 @@
+"""Every metric name and every file name a run writes, defined once.
+
+Metric names are stable and namespaced: loggers, the report, the plots and the tests read them
+from here, so a rename happens in one place.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# --- metrics, as logged (CSV, W&B) -----------------------------------------------------------
+TRAIN_CE = "train/ce"  # cross-entropy of the batch, per step
+TRAIN_CE_EPOCH = "train/ce_epoch"  # its epoch mean: what the pseudo-task switch compares with T
+TRAIN_LOSS = "train/loss"  # what the step back-propagated
+TRAIN_PTR_LOSS = "train/ptr_loss"  # f_reg(rep, t), unweighted
+TRAIN_REG_LOSS = "train/reg_loss"  # a baseline regularizer's weighted term
+PTR_W = "ptr/w"
+PTR_G_CE = "ptr/g_ce"
+PTR_G_PTR = "ptr/g_ptr"
+PTR_ACTIVE = "ptr/active"
+LR = "lr"  # prefix of the learning rates, one per parameter group: lr/backbone, lr/head
+VAL_ACC = "val/acc"
+VAL_LOSS = "val/loss"
+TEST_ACC = "test/acc"
+TEST_ACC_1CROP = "test/acc_1crop"
+TEST_MEAN_CLASS_ACC = "test/mean_class_acc"
+
+# --- files of a run folder ---------------------------------------------------------------------
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.json"
+SPLIT_FILE = "split.json"
+ERROR_FILE = "error.txt"
+PREDICTIONS_FILES = {"test": "predictions.npz", "val": "predictions_val.npz"}
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+CSV_DIR = "csv"
+CSV_METRICS = Path(CSV_DIR) / "metrics.csv"
+
+
+# --- methods ---------------------------------------------------------------------------------
+FINE_TUNING = "ft"  # plain fine-tuning: the baseline of every comparison
+REGRESSION_METHODS = frozenset({"ptr", "fnp"})  # regularizers whose regression loss matters
+
+
+def method_name(regularizer: str, regression: str | None = None) -> str:
+    """A method's short name from its config choices: ``ft`` (``regularizer=none``),
+    ``ptr-sml1``, ``fnp-l2``, ``l2sp``, ... (the regression loss only where it matters)."""
+    if regularizer == "none":
+        return FINE_TUNING
+    if regularizer in REGRESSION_METHODS and regression:
+        return f"{regularizer}-{regression}"
+    return regularizer
