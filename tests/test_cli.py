@@ -213,7 +213,7 @@ def test_single_run_with_ddp_on_two_cpu_processes(tmp_path):
         "trainer.accelerator=cpu",
         "trainer.devices=2",
         "trainer.strategy=ddp",
-        "+callbacks.probe._target_=tests.rank_probe.RecordPerRank",
+        "+callbacks.probe._target_=tests.probes.RecordPerRank",
         f"+callbacks.probe.folder={probe}",
         f"hydra.run.dir={run}",
         cwd=tmp_path,

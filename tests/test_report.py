@@ -315,3 +315,30 @@ def test_only_failed_runs_is_an_error_but_still_listed(tmp_path, capsys):
     assert main([str(tmp_path / "sweep")]) != 0
     captured = capsys.readouterr()
     assert "ValueError: bad" in captured.out and "none of the 1 run folders" in captured.err
+
+
+def ptr_run(value: float, switch_epoch: int | None) -> dict[str, Any]:
+    return {**acc(value), "pseudo_task": True, "ptr_switch_epoch": switch_epoch}
+
+
+def test_report_says_how_many_runs_had_the_pseudo_task_on_and_flags_never(tmp_path, capsys):
+    sweep = make_sweep(
+        tmp_path / "sweep",
+        [
+            (acc(0.80), {"seed": 0}),
+            (ptr_run(0.82, 11), {"seed": 0, "regularizer": "ptr", "R": 3}),
+            (ptr_run(0.84, 12), {"seed": 1, "regularizer": "ptr", "R": 3}),
+            (ptr_run(0.80, None), {"seed": 0, "regularizer": "ptr", "R": 10}),
+            (ptr_run(0.80, None), {"seed": 1, "regularizer": "ptr", "R": 10}),
+        ],
+    )
+    assert main([str(sweep)]) == 0
+    out = capsys.readouterr().out
+    assert "| pseudo-task on |" in out
+    assert "| ptr-sml1 R=3,m=1 | 2 | 83.00 (1.41) | +3.00 | 15.00% | 2/2 from ep 11-12 |" in out
+    assert "| ptr-sml1 R=10,m=1 | 2 | 80.00 (0.00) | +0.00 | 0.00% | never (0/2) |" in out
+    assert "R=10,m=1: the pseudo-task never switched on in any run" in out
+    rows = read_csv(sweep / "report.csv")
+    assert rows["ptr-sml1 R=10,m=1"]["pseudo_task_on_runs"] == "never"
+    assert rows["ptr-sml1 R=3,m=1"]["switch_epochs"] == "11 12"
+    assert rows["ft"]["pseudo_task_on_runs"] == ""

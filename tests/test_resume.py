@@ -86,3 +86,35 @@ def test_a_sweep_is_refused(run):
 def test_a_folder_without_a_checkpoint_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         resume(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "dataset.classes=[0,1]",
+        "dataset.split_seed=3",
+        "dataset.train_per_class=5",
+        "model.arch=resnet50",
+        "++model.weights=/some/other.pth",
+    ],
+)
+def test_an_override_that_changes_what_is_trained_on_is_refused_naming_the_key(run, override):
+    with pytest.raises(ConfigError, match=r"would change what the run trains on") as refused:
+        resume_config(compose_config([f"resume={run}"]), [override])
+    assert override in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "override", ["dataset.num_workers=2", "dataset.eval_batch_size=64", "trainer.max_epochs=9"]
+)
+def test_plumbing_overrides_are_allowed(run, override):
+    resume_config(compose_config([f"resume={run}"]), [override])
+
+
+def test_every_path_of_a_moved_run_points_into_its_new_folder(run, tmp_path):
+    moved = tmp_path / "elsewhere"
+    run.rename(moved)
+    cfg = resume(moved)
+    assert cfg.paths.output_dir == str(moved.resolve())
+    assert cfg.logger.csv.save_dir == str(moved.resolve())  # was the old folder, resolved
+    assert str(run) not in OmegaConf.to_yaml(cfg)

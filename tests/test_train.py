@@ -98,3 +98,15 @@ def test_bad_configuration_fails_before_training(make_cfg, override, message):
     with pytest.raises(ConfigError, match=message):
         train(cfg)
     assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
+
+
+def test_a_sweep_trial_whose_pseudo_task_never_switched_on_is_not_ranked(make_cfg):
+    import math
+
+    from ptr_lightning.train import objective
+
+    cfg = make_cfg("optimized_metric=val/acc")
+    never = {"val/acc": 0.9, "pseudo_task": True, "ptr_switch_epoch": None}
+    assert math.isnan(objective(cfg, never))  # Optuna records it as a failed trial
+    assert objective(cfg, {**never, "ptr_switch_epoch": 3}) == 0.9
+    assert objective(cfg, {"val/acc": 0.7, "pseudo_task": False, "ptr_switch_epoch": None}) == 0.7

@@ -24,8 +24,9 @@ from torch import nn
 
 from ptr_lightning import names
 from ptr_lightning.backbones import ARCH_RULE, build_pretrained, split_classifier
+from ptr_lightning.checkpoints import AtomicCheckpointIO
 from ptr_lightning.errors import ConfigError
-from ptr_lightning.fault_tolerance import CheckpointOnSigterm, RandomStateCheckpoint
+from ptr_lightning.fault_tolerance import RandomStateCheckpoint
 from ptr_lightning.module import FineTuner, OptimizerSettings
 from ptr_lightning.regularizers import Regularizer
 from ptr_lightning.settings import Rule, check, integer
@@ -140,7 +141,6 @@ def build_callbacks(
             save_on_train_epoch_end=True,
         ),
         RandomStateCheckpoint(),
-        CheckpointOnSigterm(out / names.LAST_CHECKPOINT),
     ]
     if logging:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
@@ -154,4 +154,5 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[An
         callbacks=callbacks,
         logger=loggers or False,
         default_root_dir=cfg.paths.output_dir,
+        plugins=[AtomicCheckpointIO()],
     )

@@ -15,3 +15,32 @@ class WeightsError(RuntimeError):
 
 class NonFiniteLossError(FloatingPointError):
     """A training loss became NaN or infinite; training stops before the weights are updated."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be read, or does not fit the model it should continue."""
+
+
+class RunFolderInUseError(RuntimeError):
+    """Another live run holds the run folder."""
+
+
+class Interrupted(Exception):
+    """Training was stopped by a signal (SIGTERM from a scheduler, SIGINT from Ctrl+C); the
+    message says from where the run can be resumed."""
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+# What the CLI prints as a few lines (its traceback goes to error.txt): errors whose message
+# already says what was wrong and what to do.
+USER_ERRORS = (
+    ConfigError,
+    DatasetError,
+    WeightsError,
+    NonFiniteLossError,
+    CheckpointError,
+    RunFolderInUseError,
+)

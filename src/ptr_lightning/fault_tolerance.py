@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 import random
-from pathlib import Path
+import signal
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-log = logging.getLogger(__name__)
 
 
 class RandomStateCheckpoint(L.Callback):
@@ -48,23 +45,26 @@ class RandomStateCheckpoint(L.Callback):
             torch.cuda.set_rng_state_all(state["cuda"])
 
 
-class CheckpointOnSigterm(L.Callback):
-    """On SIGTERM (how clusters pre-empt jobs) write ``last.ckpt`` before the process exits.
+class SignalRecorder(L.Callback):
+    """Records which signal stopped training: SIGTERM (how clusters pre-empt jobs; Lightning
+    turns it into a ``SIGTERMException`` at the next batch) or SIGINT (Ctrl+C; Lightning shuts
+    down and exits).
 
-    Lightning turns SIGTERM into a ``SIGTERMException`` at the next batch boundary; this saves
-    the state at that point (mid-epoch), and ``resume=<run folder>`` continues from it.
+    No checkpoint is written at that point on purpose. A checkpoint taken mid-epoch cannot be
+    continued exactly: Lightning restarts the epoch's data loader from a fresh shuffle (drawn
+    from the random state at the signal, not at the epoch's start), and the epoch's
+    cross-entropy mean, which decides the pseudo-task switch, would start from the middle. So a
+    run resumes from the checkpoint of the last finished epoch and repeats the interrupted one:
+    with ``trainer.deterministic=true`` it then ends exactly as the uninterrupted run.
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    def __init__(self) -> None:
+        self.signum: int | None = None
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         if isinstance(exception, SIGTERMException):
-            trainer.save_checkpoint(self.path)
-            log.warning(
-                "SIGTERM: checkpoint written to %s; resume with resume=%s",
-                self.path,
-                self.path.parent.parent,
-            )
+            self.signum = signal.SIGTERM
+        elif isinstance(exception, KeyboardInterrupt):
+            self.signum = signal.SIGINT

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import lightning as L
@@ -186,12 +187,17 @@ class FineTuner(L.LightningModule):
             return
         ce_bad = not bool(torch.isfinite(ce))
         culprit = names.TRAIN_CE if ce_bad else "the regularizer's term"
+        saved = (Path(self.trainer.default_root_dir) / names.LAST_CHECKPOINT).is_file()
+        checkpoint = (
+            f"the last checkpoint ({names.LAST_CHECKPOINT}) is from before it"
+            if saved
+            else "no checkpoint was written yet (the first epoch had not ended)"
+        )
         raise NonFiniteLossError(
             f"non-finite loss at step {self.global_step} (epoch {self.current_epoch}, batch "
             f"{self.trainer.fit_loop.epoch_loop.batch_idx}): {culprit} is "
-            f"{float(ce) if ce_bad else float(total - ce)}. The weights were not "
-            f"updated; the last checkpoint ({names.LAST_CHECKPOINT}) is from before it. Lower "
-            "model.lr, or check the data and the regularizer's settings."
+            f"{float(ce) if ce_bad else float(total - ce)}. The weights were not updated; "
+            f"{checkpoint}. Lower model.lr, or check the data and the regularizer's settings."
         )
 
     def view_probabilities(self, views: Tensor) -> Tensor:

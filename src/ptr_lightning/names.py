@@ -32,8 +32,13 @@ SPLIT_FILE = "split.json"
 ERROR_FILE = "error.txt"
 PREDICTIONS_FILES = {"test": "predictions.npz", "val": "predictions_val.npz"}
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+LOCK_FILE = ".lock"  # held by the live run (run_folder.hold)
 CSV_DIR = "csv"
 CSV_METRICS = Path(CSV_DIR) / "metrics.csv"
+
+# --- files of the report command ---------------------------------------------------------------
+REPORT_MD = "report.md"
+REPORT_CSV = "report.csv"
 
 
 # --- methods ---------------------------------------------------------------------------------

@@ -71,6 +71,7 @@ COLUMNS = [
     "acc mean (std)",
     "gain",
     "error-rate reduction",
+    "pseudo-task on",
     "seeds",
 ]
 
@@ -90,6 +91,8 @@ CSV_COLUMNS = [
     "error_rate_reduction_pct",
     "baseline",
     "baseline_mean_pct",
+    "pseudo_task_on_runs",
+    "switch_epochs",
     "seeds",
     "runs",
 ]
@@ -138,6 +141,12 @@ class Summary:
     error_rate_reduction: float | None = None
     baseline: Summary | None = None
     notes: list[str] = field(default_factory=list)
+    # For PtR and FNP: the epoch each run's pseudo-task switched on (None: never); else None.
+    switch_epochs: list[int | None] | None = None
+
+    @property
+    def never_switched_on(self) -> bool:
+        return self.switch_epochs is not None and all(e is None for e in self.switch_epochs)
 
 
 # --- finding and reading runs ---------------------------------------------------------------
@@ -386,6 +395,26 @@ def group_notes(runs: Sequence[Run], seeds: Sequence[Any]) -> list[str]:
     return notes
 
 
+def switch_epochs(runs: Sequence[Run]) -> list[int | None] | None:
+    """When each run's pseudo-task switched on, for methods that have one (PtR, FNP)."""
+    metrics = [run.metrics or {} for run in runs]
+    if not any(m.get("pseudo_task") for m in metrics):
+        return None
+    return [m.get("ptr_switch_epoch") for m in metrics]
+
+
+def switch_notes(epochs: list[int | None] | None) -> list[str]:
+    if epochs is None or all(e is not None for e in epochs):
+        return []
+    off = sum(e is None for e in epochs)
+    if off == len(epochs):
+        return [
+            "the pseudo-task never switched on in any run (the epoch-mean CE stayed >= "
+            "regularizer.T): these runs are plain fine-tuning; train longer or raise T"
+        ]
+    return [f"the pseudo-task never switched on in {off} of {len(epochs)} runs"]
+
+
 def summarize(runs: Sequence[tuple[Run, float]]) -> list[Summary]:
     """One ``Summary`` per (data set, backbone, method), with gains over the baseline."""
     settings = {id(run): describe(run) for run, _ in runs}
@@ -398,6 +427,7 @@ def summarize(runs: Sequence[tuple[Run, float]]) -> list[Summary]:
         values = [value for _, value in members]
         seeds = [select(run.config, "seed") for run, _ in members if run.config is not None]
         mean, std = mean_std(values)
+        epochs = switch_epochs([run for run, _ in members])
         summaries.append(
             Summary(
                 setting=setting,
@@ -407,7 +437,8 @@ def summarize(runs: Sequence[tuple[Run, float]]) -> list[Summary]:
                 paths=[run.path for run, _ in members],
                 mean=mean,
                 std=std,
-                notes=group_notes([run for run, _ in members], seeds),
+                notes=switch_notes(epochs) + group_notes([run for run, _ in members], seeds),
+                switch_epochs=epochs,
             )
         )
     summaries.sort(key=sort_key)
@@ -473,6 +504,18 @@ def gain_cell(summary: Summary) -> str:
     return text
 
 
+def switch_cell(summary: Summary) -> str:
+    """``3/3 from ep 11``, ``2/3 from ep 10-12``, ``never (0/3)``; blank without a pseudo-task."""
+    epochs = summary.switch_epochs
+    if epochs is None:
+        return ""
+    on = sorted(e for e in epochs if e is not None)
+    if not on:
+        return f"never (0/{len(epochs)})"
+    span = f"{on[0]}" if on[0] == on[-1] else f"{on[0]}-{on[-1]}"
+    return f"{len(on)}/{len(epochs)} from ep {span}"
+
+
 def table_row(summary: Summary) -> list[str]:
     s = summary.setting
     err = summary.error_rate_reduction
@@ -484,6 +527,7 @@ def table_row(summary: Summary) -> list[str]:
         f"{summary.mean:.2f} ({summary.std:.2f})",
         gain_cell(summary),
         f"{err:.2f}%" if err is not None else "",
+        switch_cell(summary),
         format_seeds(summary.seeds),
     ]
 
@@ -549,6 +593,8 @@ def render_csv(summaries: Sequence[Summary], metric: str) -> str:
                 "" if s.error_rate_reduction is None else repr(s.error_rate_reduction),
                 s.baseline.label if s.baseline else "",
                 repr(s.baseline.mean) if s.baseline else "",
+                switch_cell(s).split(" ")[0] if s.switch_epochs is not None else "",
+                " ".join("-" if e is None else str(e) for e in s.switch_epochs or []),
                 " ".join(str(seed) for seed in s.seeds),
                 " ".join(str(path) for path in s.paths),
             ]
@@ -603,12 +649,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             finished.append((run, value))
     summaries = summarize(finished)
     markdown = render_markdown(summaries, failed, args.metric)
-    print(markdown, end="")
     out = args.out or args.folders[0]
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.md").write_text(markdown)
-    (out / "report.csv").write_text(render_csv(summaries, args.metric))
-    print(f"\nwrote {out / 'report.md'} and {out / 'report.csv'}")
+    # Written before printing: a reader that stops early (| head) loses nothing.
+    (out / names.REPORT_MD).write_text(markdown)
+    (out / names.REPORT_CSV).write_text(render_csv(summaries, args.metric))
+    print(markdown, end="")
+    print(f"\nwrote {out / names.REPORT_MD} and {out / names.REPORT_CSV}")
     if not finished:
         print(
             f"report: none of the {len(run_dirs)} run folders has {args.metric!r}",
@@ -618,5 +665,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def run(argv: Sequence[str] | None = None) -> int:
+    """``main``, quiet when the reader of its output goes away (``report ... | head``)."""
+    try:
+        code = main(argv)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # Python's recipe: point stdout at devnull so the interpreter's final flush is silent.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
@@ -41,15 +42,69 @@ def resume_config(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
             "Only key=value, +key=value, ++key=value and ~key overrides (e.g. "
             "trainer.max_epochs=60) apply on resume."
         )
+    changing = [o.input_line for o in changes if changes_what_is_trained(o.key_or_group)]
+    if changing:
+        raise ConfigError(
+            f"resume: {changing} would change what the run trains on (its data, split, classes "
+            "or model) while its checkpoint, split.json and metrics belong to the old one. Start "
+            "a new run for that; a resume accepts other keys (trainer.max_epochs=60, logging, "
+            "dataset.root for moved data, dataset.num_workers, ...)."
+        )
     saved = OmegaConf.load(run / names.CONFIG_FILE)
+    # The config holds absolute paths into the folder the run had then (the CSV logger's
+    # save_dir, ...): a moved or copied run must write into its own folder, not the old one.
+    saved = relocated(saved, old=str(saved.paths.output_dir), new=str(run.resolve()))
     OmegaConf.set_struct(saved, True)  # as in Hydra: key=value must name an existing key
     for override in changes:
         apply_override(saved, override)
     with open_dict(saved):
-        saved.paths.output_dir = str(run.resolve())
         saved.resume = None
         saved.ckpt_path = str(checkpoint.resolve())
     return saved
+
+
+# Keys that decide what a run trains on; a resume that changed them would continue the old
+# checkpoint on other data or another model. The dataset keys below them are plumbing.
+WHAT_IS_TRAINED = (
+    "dataset",
+    "model.arch",
+    "model.head",
+    "model.weights",
+    "model.imagenet_weights",
+    "model.kwargs",
+)
+DATASET_PLUMBING = (
+    "dataset.root",
+    "dataset.download",
+    "dataset.num_workers",
+    "dataset.decode_workers",
+    "dataset.cache_dir",
+    "dataset.eval_batch_size",
+)
+
+
+def _under(key: str, prefixes: Sequence[str]) -> bool:
+    return any(key == prefix or key.startswith(prefix + ".") for prefix in prefixes)
+
+
+def changes_what_is_trained(key: str) -> bool:
+    return _under(key, WHAT_IS_TRAINED) and not _under(key, DATASET_PLUMBING)
+
+
+def relocated(cfg: DictConfig, *, old: str, new: str) -> DictConfig:
+    """``cfg`` with every path at or below the folder ``old`` moved to the same place below
+    ``new``."""
+
+    def move(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {key: move(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [move(value) for value in node]
+        if isinstance(node, str) and (node == old or node.startswith(old.rstrip("/") + "/")):
+            return new + node[len(old) :]
+        return node
+
+    return OmegaConf.create(move(OmegaConf.to_container(cfg, resolve=False)))
 
 
 def applies(override: Override) -> bool:

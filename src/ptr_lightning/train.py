@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import signal
+import sys
 import time
 import traceback
 import warnings
@@ -15,22 +17,26 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from ptr_lightning import names
 from ptr_lightning.backbones import build_pretrained
 from ptr_lightning.build import (
+    Components,
     build_callbacks,
     build_components,
     build_loggers,
     build_module,
     build_trainer,
 )
+from ptr_lightning.checkpoints import check_fits, read_checkpoint
+from ptr_lightning.errors import USER_ERRORS, Interrupted
+from ptr_lightning.fault_tolerance import SignalRecorder
 from ptr_lightning.loggers import finish_wandb
 from ptr_lightning.module import FineTuner
 from ptr_lightning.outputs import write_atomic, write_json, write_npz
 from ptr_lightning.resume import keep_earlier_metrics, resume_config
+from ptr_lightning.run_folder import hold
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +53,22 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     ``predictions.npz`` and ``metrics.json``. ``cfg.resume`` (a run folder) continues that run
     in its folder, with ``overrides`` (the command line's, e.g. ``trainer.max_epochs=60``)
     applied to its saved config; ``cfg.ckpt_path`` continues from a checkpoint in a new folder.
+    One live run per folder: a second one is refused (:class:`RunFolderInUseError`).
     """
     if cfg.get("resume"):
         cfg = resume_config(cfg, overrides)
     components = build_components(cfg)  # every setting is checked before anything is written
     out = Path(cfg.paths.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with hold(out):
+        metrics = fit_and_test(cfg, components, out)
+    # A finished run leaves no error.txt from an earlier, interrupted or failed, attempt.
+    (out / names.ERROR_FILE).unlink(missing_ok=True)
+    return metrics
+
+
+def fit_and_test(cfg: DictConfig, components: Components, out: Path) -> dict[str, Any]:
     ckpt_path = cfg.get("ckpt_path")
+    checkpoint = read_checkpoint(ckpt_path) if ckpt_path else None  # readable, before the data
     if ckpt_path:
         keep_earlier_metrics(out)
     write_atomic(out / names.CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
@@ -74,8 +89,12 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
         },
     )
     module = build_module(cfg, datamodule, components, pretrained)
+    if checkpoint is not None:
+        check_fits(checkpoint, module, ckpt_path)
+        del checkpoint
     loggers = build_loggers(cfg)
-    callbacks = build_callbacks(cfg, module.regularizer, out, logging=bool(loggers))
+    signals = SignalRecorder()
+    callbacks = [*build_callbacks(cfg, module.regularizer, out, logging=bool(loggers)), signals]
     trainer = build_trainer(cfg, callbacks, loggers)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -84,6 +103,10 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
         last_epoch = {k: float(v) for k, v in trainer.callback_metrics.items()}
         # The paper evaluates the model after the last epoch, not the best checkpoint.
         (test_metrics,) = trainer.test(module, datamodule=datamodule, verbose=False)
+    except BaseException:
+        if signals.signum is None:
+            raise
+        raise Interrupted(signals.signum, interruption_message(signals.signum, out)) from None
     finally:
         finish_wandb()
 
@@ -92,6 +115,7 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     metrics.update({k: last_epoch[k] for k in (names.VAL_ACC, names.VAL_LOSS) if k in last_epoch})
     metrics.update(
         epochs=trainer.current_epoch,
+        pseudo_task=regularizer.gated,  # PtR or FNP: the switch matters
         ptr_active=regularizer.gated and regularizer.active,
         ptr_switch_epoch=regularizer.switch_epoch,
         seconds=round(time.monotonic() - started, 1),
@@ -104,6 +128,23 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
         write_json(out / names.METRICS_FILE, metrics)
         print(summary(metrics, last_epoch, out, has_pseudo_task=regularizer.gated), flush=True)
     return metrics
+
+
+def interruption_message(signum: int, out: Path) -> str:
+    """What stopped the run and from where ``resume=`` continues it."""
+    name = signal.Signals(signum).name
+    last = out / names.LAST_CHECKPOINT
+    if not last.is_file():
+        return (
+            f"terminated by {name} before its first epoch ended: no checkpoint to resume "
+            "from; start the run again."
+        )
+    epoch = read_checkpoint(last)["epoch"]
+    return (
+        f"terminated by {name}. {names.LAST_CHECKPOINT} holds the end of epoch {epoch}: "
+        f"resume with  python -m ptr_lightning resume={out}  (the interrupted epoch is "
+        "repeated from its start, so the run ends as if never interrupted)."
+    )
 
 
 def write_predictions(out: Path, module: FineTuner, datamodule) -> None:
@@ -156,31 +197,51 @@ def run_job(
 ) -> float | None:
     """What the CLI runs for each job: ``train(cfg)``, its error kept in the run folder.
 
-    A failing job writes ``error.txt`` (the traceback) to its folder. In a multirun the sweep
-    goes on with the other jobs (the job returns NaN to a sweeper, and the report lists it);
-    a single run fails with the error. SIGTERM ends the process with status 143 after the
-    checkpoint is written.
+    A failing job writes ``error.txt`` (the traceback) to its folder. An error whose message
+    says what to do (a bad setting, a missing data set, ...) prints as those few lines; its
+    traceback is in ``error.txt`` (``HYDRA_FULL_ERROR=1`` prints it too). In a multirun the
+    sweep goes on with the other jobs (the job returns NaN to a sweeper, and the report lists
+    it); a single run exits with status 1. SIGTERM and SIGINT end the process with status
+    143 and 130, leaving ``error.txt`` with the resume command.
     """
+    out = Path(cfg.paths.output_dir)
     try:
-        return objective(cfg, train(cfg, overrides))
-    except SIGTERMException:
-        # Pre-empted: the checkpoint is written (CheckpointOnSigterm). Exit as a terminated
-        # process does, so a scheduler or script never takes this run for a finished one.
-        write_atomic(Path(cfg.paths.output_dir) / names.ERROR_FILE, "terminated by SIGTERM\n")
-        raise SystemExit(128 + signal.SIGTERM) from None
-    except Exception:
-        out = Path(cfg.paths.output_dir)
+        metrics = train(cfg, overrides)
+        return objective(cfg, metrics) if multirun else None
+    except Interrupted as stop:
+        write_atomic(out / names.ERROR_FILE, f"{stop}\n")
+        log.warning("%s", stop)
+        raise SystemExit(128 + stop.signum) from None
+    except Exception as err:
         write_atomic(out / names.ERROR_FILE, traceback.format_exc())
-        if not multirun:
+        if multirun:
+            log.error("job failed: %s\n(its traceback is in %s; the sweep goes on)", err, out)
+            return math.nan
+        if not isinstance(err, USER_ERRORS) or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        log.exception("job failed; its error is in %s; the sweep goes on", out / names.ERROR_FILE)
-        return math.nan
+        print(
+            f"{type(err).__name__}: {err}\n(traceback in {out / names.ERROR_FILE}; "
+            "HYDRA_FULL_ERROR=1 prints it here)",
+            file=sys.stderr,
+        )
+        raise SystemExit(1) from None
 
 
 def objective(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
-    """The value a sweeper optimizes (``cfg.optimized_metric``); NaN if the run lacks it."""
+    """The value a sweeper optimizes (``cfg.optimized_metric``); NaN if the run lacks it.
+
+    A run of a gated regularizer (PtR, FNP) whose pseudo-task never switched on was plain
+    fine-tuning: it says nothing about R or m, so it returns NaN, which Optuna records as a
+    failed trial instead of ranking it.
+    """
     key = cfg.get("optimized_metric")
     if not key:
         return None
+    if metrics.get("pseudo_task") and metrics.get("ptr_switch_epoch") is None:
+        log.warning(
+            "the pseudo-task never switched on (epoch-mean CE stayed >= regularizer.T): this "
+            "run was plain fine-tuning, so it returns NaN to the sweeper"
+        )
+        return math.nan
     value = metrics.get(key)
     return float(value) if isinstance(value, int | float) else math.nan

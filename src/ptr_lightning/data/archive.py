@@ -112,13 +112,21 @@ class ArchiveDataModule(InMemoryDataModule):
             return
         except DatasetError as missing:
             if not self.download or self.reader not in DOWNLOADS:
-                raise
+                raise DatasetError(f"{missing}\n{self.where_to_point()}") from None
             not_found = missing
         try:
             DOWNLOADS[self.reader](self.root)
         except Exception as err:
-            raise DatasetError(f"{not_found}\n\nThe download failed too: {err}") from err
+            raise DatasetError(
+                f"{not_found}\n\nThe download failed too: {err}\n{self.where_to_point()}"
+            ) from err
         self.splits()
+
+    def where_to_point(self) -> str:
+        return (
+            f"Point the run at the data with dataset.root=/path/to/{self.name} (or "
+            f"paths.data_dir=/path/to/data, which holds {self.name}/)."
+        )
 
     def read_index(self) -> ArchiveIndex:
         reader = READERS[self.reader]
