@@ -34,14 +34,21 @@ class RecordPerRank(L.Callback):
 
 class SignalAt(L.Callback):
     """Sends ``signum`` (a name, e.g. SIGTERM) to this process after training step ``step``,
-    as a cluster's scheduler would: through the real signal handlers."""
+    as a cluster's scheduler would: through the real signal handlers. With ``once`` (a file
+    path) only the first process to get there does, so a requeued run is not signalled again."""
 
-    def __init__(self, step: int, signum: str = "SIGTERM") -> None:
+    def __init__(self, step: int, signum: str = "SIGTERM", once: str | None = None) -> None:
         self.step, self.signum = step, signal.Signals[signum]
+        self.once = Path(once) if once else None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step == self.step:
-            os.kill(os.getpid(), self.signum)
+        if trainer.global_step != self.step:
+            return
+        if self.once is not None:
+            if self.once.exists():
+                return
+            self.once.write_text(f"{self.signum.name} at step {self.step}\n")
+        os.kill(os.getpid(), self.signum)
 
 
 class DiskFullFrom(L.Callback):

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
 from omegaconf import OmegaConf
 
 from tests.conftest import TINY
@@ -225,3 +227,32 @@ def test_single_run_with_ddp_on_two_cpu_processes(tmp_path):
     rank0, rank1 = (json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1))
     assert rank0["w"] and rank0["w"] == rank1["w"]
     assert rank0["switch_epoch"] == rank1["switch_epoch"] == 0
+
+    # The predictions gathered from both ranks are those of one process testing the same model:
+    # every test image once, in the data set's order, and the same accuracy.
+    single = evaluate_in_one_process(run)
+    with np.load(run / "predictions.npz") as saved:
+        np.testing.assert_allclose(saved["probabilities"], single["probabilities"], atol=1e-6)
+        np.testing.assert_array_equal(saved["labels"], single["labels"])
+        assert len(set(saved["ids"].tolist())) == len(saved["ids"]) == len(single["labels"])
+    assert metrics["test/acc"] == pytest.approx(single["test/acc"])
+
+
+def evaluate_in_one_process(run: Path) -> dict:
+    """Test the run's final checkpoint in this process, on one device."""
+    import lightning as L
+    import torch
+    from hydra.utils import instantiate
+
+    from ptr_lightning.build import build_module
+
+    cfg = OmegaConf.load(run / "config.yaml")
+    datamodule = instantiate(cfg.dataset)
+    datamodule.setup("fit")
+    module = build_module(cfg, datamodule)
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    module.load_state_dict(state)
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    (metrics,) = trainer.test(module, datamodule=datamodule, verbose=False)
+    probs, labels = (torch.cat(p) for p in zip(*module.predictions["test"], strict=True))
+    return {"probabilities": probs.numpy(), "labels": labels.numpy(), **metrics}

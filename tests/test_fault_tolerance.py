@@ -130,6 +130,37 @@ def test_sigterm_mid_epoch_before_the_switch_resumes_to_the_same_switch_and_resu
     assert not (run / names.ERROR_FILE).exists()  # the stale "terminated" note is gone
 
 
+def test_a_job_requeued_as_slurm_does_continues_to_the_same_result(tmp_path, uninterrupted):
+    """submitit's local executor, as on SLURM: the job gets USR2 mid-epoch, submitit requeues
+    it into the same job folder, and resume=auto continues it from its last finished epoch."""
+    sweep, signalled = tmp_path / "sweep", tmp_path / "signalled"
+    usr2_mid_epoch_1 = [
+        "+callbacks.usr2._target_=tests.probes.SignalAt",
+        "+callbacks.usr2.step=4",
+        "+callbacks.usr2.signum=SIGUSR2",
+        f"+callbacks.usr2.once={signalled}",
+    ]
+    code, output = completed(
+        [
+            "-m",
+            "hydra/launcher=submitit_local",
+            "+hydra.launcher.max_num_timeout=1",  # submitit counts a local USR2 as a time-out
+            "resume=auto",  # as cluster=slurm sets it
+            *RUN,
+            *usr2_mid_epoch_1,
+            f"hydra.sweep.dir={sweep}",
+        ],
+        tmp_path,
+    )
+    assert code == 0, output[-3000:]
+    job = sweep / "0"
+    assert signalled.is_file(), "USR2 never came"
+    logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.*"))
+    assert "Requeued job" in logs
+    assert (job / names.CSV_DIR / "metrics.before-resume-1.csv").is_file()  # a second run
+    assert_same_run(json.loads((job / names.METRICS_FILE).read_text()), uninterrupted)
+
+
 def test_sigint_leaves_the_resume_hint_and_a_second_run_in_the_folder_is_refused(tmp_path):
     run = tmp_path / "run"
     first = start([*TINY, "trainer.max_epochs=200", f"hydra.run.dir={run}"], tmp_path)

@@ -495,3 +495,37 @@ def test_decode_all_cache_with_skipped(tmp_path: Path) -> None:
     with pytest.raises(UnreadableImageError):
         decode_all(paths, size=8, cache_file=cache)
     assert np.load(cache).shape == (3, 3, 8, 8)
+
+
+DECODE_COUNTING = """
+import json, sys, time
+from pathlib import Path
+import ptr_lightning.data.images as images
+
+paths, log, cache = json.loads(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+load = images.load_letterboxed
+
+def counted(path, size=250):
+    with open(log, "a") as f:
+        f.write(f"{path}\\n")
+    time.sleep(0.2)  # a slow decode: the other process arrives meanwhile
+    return load(path, size)
+
+images.load_letterboxed = counted
+images.decode_all([Path(p) for p in paths], size=8, cache_file=cache)
+"""
+
+
+def test_processes_sharing_a_cache_decode_it_once(tmp_path: Path) -> None:
+    """As data-parallel ranks do: one decodes into the cache, the other waits and maps it."""
+    import json
+    import subprocess
+    import sys
+
+    paths = [str(p) for p in _image_files(tmp_path, 6)]
+    log, cache = tmp_path / "decoded.log", tmp_path / "cache" / "train.npy"
+    args = [sys.executable, "-c", DECODE_COUNTING, json.dumps(paths), str(log), str(cache)]
+    ranks = [subprocess.Popen(args), subprocess.Popen(args)]
+    assert [rank.wait(timeout=120) for rank in ranks] == [0, 0]
+    assert sorted(log.read_text().splitlines()) == sorted(paths)  # each image decoded once
+    assert decode_all([Path(p) for p in paths], size=8, cache_file=cache)[0].shape[0] == 6

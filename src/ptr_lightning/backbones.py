@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 import torchvision
 from torch import nn
 
 from ptr_lightning.errors import ConfigError
-from ptr_lightning.settings import Rule
+from ptr_lightning.settings import Rule, one_of
 from ptr_lightning.weights import load_pretrained
 
 ARCH_RULE = Rule(
@@ -23,6 +24,12 @@ ARCH_RULE = Rule(
     "a torchvision classification backbone; pick a model config: model=vgg16, vgg16_bn, "
     "resnet18, resnet50 or resnet101",
     kind="any",
+)
+
+COMPILE_RULE = one_of(
+    "model.compile",
+    {None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"},
+    " (torch.compile's modes; null: eager)",
 )
 
 
@@ -77,3 +84,19 @@ def build_backbone_and_head(
     """Build and split ``model_cfg``: ``(backbone, head, source_classifier)`` as
     :func:`split_classifier` returns them."""
     return split_classifier(build_pretrained(model_cfg), list(model_cfg.head), num_classes)
+
+
+def prepare_to_run(backbone: nn.Module, head: nn.Module, model_cfg) -> None:
+    """``model.channels_last`` and ``model.compile``, in place.
+
+    The backbone and the head are compiled as two graphs (``nn.Module.compile``, which keeps
+    their parameter names): the feature tensor between them stays an ordinary tensor of the
+    step, so the pseudo-task can take the cross-entropy's gradient at it; compiling the whole
+    training step would break that ``autograd.grad``.
+    """
+    mode = COMPILE_RULE.check(model_cfg.get("compile"))
+    if model_cfg.get("channels_last"):
+        backbone.to(memory_format=torch.channels_last)
+    if mode is not None:
+        backbone.compile(mode=mode)
+        head.compile(mode=mode)

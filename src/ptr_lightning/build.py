@@ -23,7 +23,13 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ptr_lightning import names
-from ptr_lightning.backbones import ARCH_RULE, build_pretrained, split_classifier
+from ptr_lightning.backbones import (
+    ARCH_RULE,
+    COMPILE_RULE,
+    build_pretrained,
+    prepare_to_run,
+    split_classifier,
+)
 from ptr_lightning.checkpoints import AtomicCheckpointIO
 from ptr_lightning.errors import ConfigError
 from ptr_lightning.fault_tolerance import RandomStateCheckpoint
@@ -73,6 +79,7 @@ def build_components(cfg: DictConfig) -> Components:
     """Build (and so check) every part of ``cfg`` that needs no data and no weights."""
     check(TRAINER_RULES, max_epochs=cfg.trainer.max_epochs, precision=cfg.trainer.get("precision"))
     ARCH_RULE.check(cfg.model.arch)
+    COMPILE_RULE.check(cfg.model.get("compile"))
     schedule = instantiate(cfg.scheduler)  # a partial: the optimizer comes later
     schedule(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0))  # checks its args
     return Components(
@@ -104,7 +111,7 @@ def build_module(
     backbone, head, source_classifier = split_classifier(
         pretrained, list(cfg.model.head), num_classes
     )
-    return FineTuner(
+    module = FineTuner(
         backbone,
         head,
         components.regularizer,
@@ -116,6 +123,9 @@ def build_module(
         val_transform=datamodule.val_transform,
         test_transform=datamodule.test_transform,
     )
+    # After the module took its references (LwF copies the backbone as its eager teacher).
+    prepare_to_run(module.backbone, module.head, cfg.model)
+    return module
 
 
 def build_loggers(cfg: DictConfig) -> list[Any]:

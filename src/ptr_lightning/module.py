@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import lightning as L
@@ -15,7 +14,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from ptr_lightning import names
-from ptr_lightning.errors import NonFiniteLossError
+from ptr_lightning.nonfinite import NonFiniteGuard
 from ptr_lightning.regularizers import Regularizer, StepTensors
 from ptr_lightning.schedules import PaperPlateauLR
 from ptr_lightning.settings import check, fraction, non_negative, positive
@@ -60,8 +59,9 @@ class FineTuner(L.LightningModule):
 
     Evaluation averages class probabilities over the views the eval transform returns (one view
     by default, ten crops for the paper's protocol); the class probabilities of the last
-    validation epoch and of the test are kept in ``predictions`` for the run's
-    ``predictions_val.npz`` and ``predictions.npz``.
+    validation epoch and of the test are kept in ``predictions`` (under data parallelism,
+    gathered from every rank in the data set's order) for the run's ``predictions_val.npz`` and
+    ``predictions.npz``.
     """
 
     def __init__(
@@ -86,8 +86,9 @@ class FineTuner(L.LightningModule):
         self.test_transform = test_transform or SingleView()
         self.optimizer_settings, self.schedule = optimizer, schedule
         # nan_strategy="disable": no NaN check, which would read the value (a host sync) every
-        # step; a non-finite loss stops training anyway (check_finite).
+        # step; a non-finite loss stops training anyway (NonFiniteGuard).
         self.epoch_ce = MeanMetric(nan_strategy="disable")
+        self.nonfinite = NonFiniteGuard()
         self._validated_epoch: int | None = None
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -129,6 +130,7 @@ class FineTuner(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         # After the callbacks (the switch read epoch_ce), before the checkpoint is written.
+        self.nonfinite.check(self.trainer)
         self.log(names.TRAIN_CE_EPOCH, self.epoch_ce.compute())
         schedule = self.lr_schedulers()
         schedule.end_epoch(self.validation_metrics())
@@ -162,7 +164,7 @@ class FineTuner(L.LightningModule):
         features, logits = self(images)
         ce = F.cross_entropy(logits, labels)
         total, stats = self.regularizer(ce, StepTensors(images, features, logits, labels))
-        self.check_finite(ce, total)
+        self.nonfinite.observe(self.trainer, ce, total)
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(total)
         optimizer.step()
@@ -176,29 +178,6 @@ class FineTuner(L.LightningModule):
         if stats:
             self.log_dict(stats, on_step=True, on_epoch=False)
         return {"loss": total.detach()}
-
-    def check_finite(self, ce: Tensor, total: Tensor) -> None:
-        """Stop before a non-finite loss reaches the weights (the last checkpoint stays good)."""
-        ce, total = ce.detach(), total.detach()
-        finite = torch.isfinite(total).float()
-        if self.trainer.world_size > 1:  # every rank must stop together, or the others hang
-            finite = self.trainer.strategy.reduce(finite, reduce_op="min")
-        if bool(finite):
-            return
-        ce_bad = not bool(torch.isfinite(ce))
-        culprit = names.TRAIN_CE if ce_bad else "the regularizer's term"
-        saved = (Path(self.trainer.default_root_dir) / names.LAST_CHECKPOINT).is_file()
-        checkpoint = (
-            f"the last checkpoint ({names.LAST_CHECKPOINT}) is from before it"
-            if saved
-            else "no checkpoint was written yet (the first epoch had not ended)"
-        )
-        raise NonFiniteLossError(
-            f"non-finite loss at step {self.global_step} (epoch {self.current_epoch}, batch "
-            f"{self.trainer.fit_loop.epoch_loop.batch_idx}): {culprit} is "
-            f"{float(ce) if ce_bad else float(total - ce)}. The weights were not updated; "
-            f"{checkpoint}. Lower model.lr, or check the data and the regularizer's settings."
-        )
 
     def view_probabilities(self, views: Tensor) -> Tensor:
         """(B, V, C, H, W) -> class probabilities (B, V, K) of each view."""
@@ -223,6 +202,35 @@ class FineTuner(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
             self._validated_epoch = self.current_epoch
+            self.gather_predictions("val")
+
+    def on_test_epoch_end(self) -> None:
+        self.gather_predictions("test")
+
+    def gather_predictions(self, split: str) -> None:
+        """Under data parallelism, every rank's predictions in the data set's order.
+
+        The eval loaders give rank ``r`` of ``w`` the images ``r, r + w, r + 2w, ...`` (an
+        unpadded distributed sampler, so each image is evaluated once); the predictions are
+        padded to the same length for ``all_gather`` and put back in that order.
+        """
+        parts = self.predictions[split]
+        if self.trainer.world_size == 1 or not parts:
+            return
+        probs, labels = (torch.cat(p).to(self.device) for p in zip(*parts, strict=True))
+        counts = self.all_gather(torch.tensor(len(labels), device=self.device)).flatten()
+        most, world = int(counts.max()), self.trainer.world_size
+        probs = F.pad(probs, (0, 0, 0, most - len(probs)))
+        labels = F.pad(labels, (0, most - len(labels)), value=-1)
+        all_probs, all_labels = self.all_gather(probs), self.all_gather(labels)  # (w, most, ...)
+        rows = [(rank, int(n)) for rank, n in enumerate(counts.tolist())]
+        index = torch.cat([torch.arange(n) * world + rank for rank, n in rows]).argsort()
+        self.predictions[split] = [
+            (
+                torch.cat([all_probs[rank, :n] for rank, n in rows]).cpu()[index],
+                torch.cat([all_labels[rank, :n] for rank, n in rows]).cpu()[index],
+            )
+        ]
 
     def on_test_epoch_start(self) -> None:
         self.predictions["test"] = []

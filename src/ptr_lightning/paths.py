@@ -20,8 +20,28 @@ def _config_dir() -> Path:
 CONFIG_DIR = _config_dir()
 
 
-# ${ptr.if_set:value,then,otherwise}: the run folder of a resumed run is the one it resumes
-# (conf/config.yaml), so its log and error.txt land there and no stray folder is made.
-OmegaConf.register_new_resolver(
-    "ptr.if_set", lambda value, then, otherwise: then if value else otherwise, replace=True
-)
+AUTO_RESUME = "auto"
+
+
+def _resumed_folder(resume: str | None, default: str) -> str:
+    # resume=<folder> works in that folder (its log and error.txt land there, no stray one is
+    # made); resume=auto, and a new run, in the folder Hydra gives it.
+    return resume if resume and resume != AUTO_RESUME else default
+
+
+def _hydra_subdir(resume: str | None, stamp: str) -> str:
+    # Hydra's record of a resume goes beside the run's original .hydra/, not over it.
+    return f".hydra/resume-{stamp}" if resume and resume != AUTO_RESUME else ".hydra"
+
+
+OmegaConf.register_new_resolver("ptr.run_dir", _resumed_folder, replace=True)
+OmegaConf.register_new_resolver("ptr.hydra_subdir", _hydra_subdir, replace=True)
+
+
+def _gpu_count() -> int:
+    import torch  # only when a config asks (cluster=local_gpus)
+
+    return max(torch.cuda.device_count(), 1)
+
+
+OmegaConf.register_new_resolver("ptr.gpu_count", _gpu_count, replace=True)

@@ -107,6 +107,39 @@ def relocated(cfg: DictConfig, *, old: str, new: str) -> DictConfig:
     return OmegaConf.create(move(OmegaConf.to_container(cfg, resolve=False)))
 
 
+def auto_resume(cfg: DictConfig) -> DictConfig:
+    """``resume=auto``: continue from this run folder's own ``checkpoints/last.ckpt`` if it
+    holds one, else start fresh: what a cluster job that is requeued into the same folder needs.
+
+    The folder's run must have trained on what this one trains on (same data, split, classes and
+    model), else it is refused, naming the keys that differ.
+    """
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.resume = None
+    out = Path(cfg.paths.output_dir)
+    checkpoint = out / names.LAST_CHECKPOINT
+    if not checkpoint.is_file():
+        return cfg
+    from ptr_lightning.report import flatten  # the report's way of comparing configs
+
+    saved = flatten(OmegaConf.load(out / names.CONFIG_FILE))
+    now = flatten(OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)))
+    differing = sorted(
+        key
+        for key in saved.keys() | now.keys()
+        if changes_what_is_trained(key) and saved.get(key) != now.get(key)
+    )
+    if differing:
+        raise ConfigError(
+            f"resume=auto: {out} holds a run that trained on something else (it differs in "
+            f"{', '.join(differing)}); give this run another folder, or resume=<that folder>."
+        )
+    with open_dict(cfg):
+        cfg.ckpt_path = str(checkpoint.resolve())
+    return cfg
+
+
 def applies(override: Override) -> bool:
     """Whether an override changes the run's config (``resume=`` and Hydra's own do not)."""
     key = override.key_or_group

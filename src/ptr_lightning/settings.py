@@ -70,7 +70,7 @@ def integer(key: str, minimum: int, maximum: float = math.inf, why: str = "") ->
 
 def one_of(key: str, options: Collection[str], hint: str = "") -> Rule:
     """One of ``options`` (names)."""
-    return Rule(key, lambda v: v in options, f"one of {sorted(options)}{hint}", kind="any")
+    return Rule(key, lambda v: v in options, f"one of {sorted(options, key=str)}{hint}", kind="any")
 
 
 def check(rules: dict[str, Rule], **values: Any) -> None:

@@ -10,14 +10,15 @@ import sys
 import time
 import traceback
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ptr_lightning import names
 from ptr_lightning.backbones import build_pretrained
@@ -30,12 +31,14 @@ from ptr_lightning.build import (
     build_trainer,
 )
 from ptr_lightning.checkpoints import check_fits, read_checkpoint
-from ptr_lightning.errors import USER_ERRORS, Interrupted
+from ptr_lightning.errors import USER_ERRORS, ConfigError, Interrupted
 from ptr_lightning.fault_tolerance import SignalRecorder
+from ptr_lightning.gpu_pool import claim_gpu
 from ptr_lightning.loggers import finish_wandb
 from ptr_lightning.module import FineTuner
 from ptr_lightning.outputs import write_atomic, write_json, write_npz
-from ptr_lightning.resume import keep_earlier_metrics, resume_config
+from ptr_lightning.paths import AUTO_RESUME
+from ptr_lightning.resume import auto_resume, keep_earlier_metrics, resume_config
 from ptr_lightning.run_folder import hold
 
 log = logging.getLogger(__name__)
@@ -52,18 +55,36 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     the checkpoints (``checkpoints/last.ckpt``, every epoch), the CSV metrics, ``split.json``,
     ``predictions.npz`` and ``metrics.json``. ``cfg.resume`` (a run folder) continues that run
     in its folder, with ``overrides`` (the command line's, e.g. ``trainer.max_epochs=60``)
-    applied to its saved config; ``cfg.ckpt_path`` continues from a checkpoint in a new folder.
+    applied to its saved config; ``resume=auto`` continues from the run folder's own
+    checkpoint if it has one; ``cfg.ckpt_path`` continues from a checkpoint in a new folder.
     One live run per folder: a second one is refused (:class:`RunFolderInUseError`).
     """
-    if cfg.get("resume"):
+    if cfg.get("resume") == AUTO_RESUME:
+        cfg = auto_resume(cfg)
+    elif cfg.get("resume"):
         cfg = resume_config(cfg, overrides)
     components = build_components(cfg)  # every setting is checked before anything is written
     out = Path(cfg.paths.output_dir)
-    with hold(out):
+    with hold(out), gpu_of_the_pool(cfg):
         metrics = fit_and_test(cfg, components, out)
     # A finished run leaves no error.txt from an earlier, interrupted or failed, attempt.
     (out / names.ERROR_FILE).unlink(missing_ok=True)
     return metrics
+
+
+@contextmanager
+def gpu_of_the_pool(cfg: DictConfig) -> Iterator[None]:
+    """With ``gpu_pool`` (cluster=local_gpus), run on a GPU no other job of the sweep holds."""
+    if not cfg.get("gpu_pool"):
+        yield
+        return
+    count = torch.cuda.device_count()
+    if count == 0:
+        raise ConfigError(f"gpu_pool={cfg.gpu_pool}: no GPU is visible to this job")
+    with claim_gpu(Path(cfg.gpu_pool), count) as index:
+        with open_dict(cfg):
+            cfg.trainer.accelerator, cfg.trainer.devices = "gpu", [index]
+        yield
 
 
 def fit_and_test(cfg: DictConfig, components: Components, out: Path) -> dict[str, Any]:
@@ -121,10 +142,7 @@ def fit_and_test(cfg: DictConfig, components: Components, out: Path) -> dict[str
         seconds=round(time.monotonic() - started, 1),
     )
     if trainer.is_global_zero:
-        if trainer.world_size == 1:
-            write_predictions(out, module, datamodule)
-        else:
-            log.warning("predictions.npz is written by single-device runs only")
+        write_predictions(out, module, datamodule)
         write_json(out / names.METRICS_FILE, metrics)
         print(summary(metrics, last_epoch, out, has_pseudo_task=regularizer.gated), flush=True)
     return metrics

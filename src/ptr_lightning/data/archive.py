@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -190,5 +191,11 @@ class ArchiveDataModule(InMemoryDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.split_ids:
             return
+        if self.cache_dir is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            log.warning(
+                "%s: every data-parallel process decodes the images for itself; set "
+                "dataset.cache_dir=<folder> so that one decodes and the others memory-map it",
+                self.name,
+            )
         for split, samples in self.splits().items():
             setattr(self, f"{split}_dataset", self._decode(split, samples))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import lightning as L
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -65,10 +66,16 @@ class InMemoryDataModule(L.LightningDataModule):
         return len(self.class_names)
 
     def _loader(self, dataset: Dataset, *, train: bool) -> DataLoader:
+        sampler = None
+        if not train and torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Each image once across the ranks (Lightning's own sampler pads with repeats),
+            # so the accuracies and the gathered predictions count every test image once.
+            sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
             shuffle=train,
+            sampler=sampler,
             # BatchNorm cannot train on a batch of one image: drop a lone last one (it is
             # reshuffled into other batches in the next epochs).
             drop_last=train and len(dataset) % self.batch_size == 1,

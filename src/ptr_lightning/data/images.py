@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock
 from PIL import Image
 
 from ptr_lightning.errors import DatasetError
@@ -80,7 +81,8 @@ def decode_all(
     Rows follow ``paths`` with the skipped ones left out; ``skipped`` is empty unless
     ``skip_unreadable``. ``num_workers > 0`` decodes in that many threads (PIL releases the GIL
     while decoding). With ``cache_file`` (a ``.npy`` path) a matching cache is memory-mapped
-    instead of decoding, and a fresh decode is written there atomically.
+    instead of decoding, and a fresh decode is written there atomically; processes asking for
+    the same cache at once decode it once (a file lock beside it).
     """
     keys = [str(p) for p in paths]
     if cache_file is None:
@@ -91,10 +93,14 @@ def decode_all(
         return torch.from_numpy(out), skipped
 
     cache_file = Path(cache_file)
-    cached = _load_cache(cache_file, keys, size, skip_unreadable)
-    if cached is not None:
-        return cached
-    return _decode_to_cache(cache_file, keys, size, num_workers, skip_unreadable)
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    # One process decodes, the others (data-parallel ranks, jobs sharing a cache) wait for it
+    # and memory-map its file.
+    with FileLock(cache_file.with_name(cache_file.name + ".lock")):
+        cached = _load_cache(cache_file, keys, size, skip_unreadable)
+        if cached is not None:
+            return cached
+        return _decode_to_cache(cache_file, keys, size, num_workers, skip_unreadable)
 
 
 def _decode_into(
