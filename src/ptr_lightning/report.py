@@ -429,18 +429,25 @@ def sort_key(summary: Summary) -> tuple[Any, ...]:
     return (s.dataset, s.backbone, s.method != BASELINE, s.method, s.weight_decay_off, hparams)
 
 
-def find_baseline(summary: Summary, summaries: Sequence[Summary]) -> Summary | None:
-    """The row's ``none``, with the same weight-decay setting when the row has that one."""
-    s = summary.setting
-    candidates = [
+def baseline_setting(setting: Setting, candidates: Iterable[Setting]) -> Setting | None:
+    """The first of ``candidates`` that is ``setting``'s baseline: ``ft`` of the same data set
+    and backbone, with the same weight-decay setting when there is one."""
+    row = [
         other
-        for other in summaries
-        if other.setting.method == BASELINE
-        and (other.setting.dataset, other.setting.backbone) == (s.dataset, s.backbone)
+        for other in candidates
+        if other.method == BASELINE
+        and (other.dataset, other.backbone) == (setting.dataset, setting.backbone)
     ]
-    same_wd = [c for c in candidates if c.setting.weight_decay_off == s.weight_decay_off]
-    chosen = same_wd or candidates
+    same_wd = [other for other in row if other.weight_decay_off == setting.weight_decay_off]
+    chosen = same_wd or row
     return chosen[0] if chosen else None
+
+
+def find_baseline(summary: Summary, summaries: Sequence[Summary]) -> Summary | None:
+    """The summary of the row's ``ft`` (see :func:`baseline_setting`)."""
+    by_setting = {other.setting: other for other in summaries}
+    chosen = baseline_setting(summary.setting, by_setting)
+    return by_setting[chosen] if chosen is not None else None
 
 
 def add_gains(summaries: Sequence[Summary]) -> None:

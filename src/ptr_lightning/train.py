@@ -98,7 +98,7 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     )
     if trainer.is_global_zero:
         if trainer.world_size == 1:
-            write_predictions(out, module, datamodule)
+            write_predictions(out, trainer, module, datamodule)
         else:
             log.warning("predictions.npz is written by single-device runs only")
         write_json(out / names.METRICS_FILE, metrics)
@@ -106,11 +106,20 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     return metrics
 
 
-def write_predictions(out: Path, module: FineTuner, datamodule) -> None:
+def write_predictions(out: Path, trainer: L.Trainer, module: FineTuner, datamodule) -> None:
     """Per image of the test (``predictions.npz``) and validation (``predictions_val.npz``)
-    sets, as the final model saw them: class probabilities, label and image id."""
+    sets, as the final model saw them: class probabilities, label and image id.
+
+    Both with the test's views (ten crops where the data set uses them): the validation images
+    go through one more pass after the test, so the two files' entropies and confusion sums
+    compare (training-time validation used the centre crop).
+    """
+    final = {
+        "test": module.predictions["test"],
+        "val": trainer.predict(module, dataloaders=datamodule.val_dataloader()),
+    }
     for split, name in names.PREDICTIONS_FILES.items():
-        parts = module.predictions[split]
+        parts = final[split]
         if not parts:
             continue
         probs, labels = (torch.cat(p) for p in zip(*parts, strict=True))
