@@ -157,16 +157,19 @@ def test_split_sizes_are_reported_in_one_line(tmp_path, caplog):
     [
         ("one_class", r"dataset.root=.* holds 1 class \(cat\).*at least 2"),
         ("empty_val", r"dataset.root=.* has a val/ folder without images"),
+        ("one_image_each", r"dataset.val_fraction=0.1 .* no class has two training images"),
     ],
 )
 def test_unusable_image_folders_fail_before_training(make_cfg, tmp_path, layout, message):
     root = tmp_path / "data"
     write_image(root / "train" / "cat" / "a.png")
-    write_image(root / "train" / "cat" / "b.png")
     write_image(root / "test" / "cat" / "c.png")
-    if layout == "empty_val":
+    if layout != "one_image_each":
+        write_image(root / "train" / "cat" / "b.png")
+    if layout != "one_class":
         write_image(root / "train" / "dog" / "d.png")
         write_image(root / "test" / "dog" / "e.png")
+    if layout == "empty_val":
         (root / "val" / "cat").mkdir(parents=True)
     cfg = make_cfg(
         "dataset=imagefolder",
