@@ -139,6 +139,21 @@ def test_caltech256_validation_comes_from_the_rest_unless_asked(tmp_path):
     assert "dataset.val_from_train=true" in str(err.value)
 
 
+def test_caltech256_class_with_nothing_left_for_validation_is_reported(tmp_path, caplog):
+    # As 60 + 20 of a class of 80 images: train + test take all of 001.ak47.
+    counts = {"001.ak47": 5, "002.american-flag": 7, "257.clutter": 8}
+    fixture = make_caltech256(tmp_path / "data", counts)
+    with caplog.at_level(logging.INFO, logger="ptr_lightning"):
+        dm = datamodule("caltech256_30", fixture.root, *CALTECH_SMALL)
+    assert sorted(dm.val_dataset.labels.tolist()) == [1, 2]
+    lines = [r.getMessage() for r in caplog.records]
+    assert (
+        "caltech256_30: 3 classes; train 9 images / 3 classes, val 2 images / 2 classes, "
+        "test 6 images / 3 classes"
+    ) in lines
+    assert "caltech256_30: val has no image of 1 of the 3 classes, e.g. 001.ak47" in lines
+
+
 def test_split_sizes_are_reported_in_one_line(tmp_path, caplog):
     fixture = make_imagefolder(tmp_path / "data")
     with caplog.at_level(logging.INFO, logger="ptr_lightning"):
