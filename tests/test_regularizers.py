@@ -10,6 +10,7 @@ from torch import nn
 from torch.testing import assert_close
 
 from ptr_lightning import names
+from ptr_lightning.errors import ConfigError
 from ptr_lightning.regularizers import (
     L2SP,
     BatchSpectralShrinkage,
@@ -259,6 +260,9 @@ def test_pairwise_confusion_weight_scales_with_the_number_of_classes():
     probs = torch.softmax(logits, dim=-1)
     distances = (probs[:3] - probs[3:]).pow(2).sum()
     assert_close(narrow_term, 0.4 * distances / 6, check_dtype=False, rtol=1e-5, atol=0)
+    # A weight meant as lambda itself (the old meaning) is refused, not multiplied by K.
+    with pytest.raises(ConfigError, match=r"regularizer.weight=10 .*lambda / number of classes"):
+        PairwiseConfusion(weight=10)
 
 
 def test_pairwise_confusion_ignores_same_label_pairs():

@@ -6,7 +6,7 @@ from torch import Tensor
 
 from ptr_lightning import names
 from ptr_lightning.regularizers.base import Regularizer, StepTensors
-from ptr_lightning.settings import check, non_negative
+from ptr_lightning.settings import Rule, check
 
 
 class PairwiseConfusion(Regularizer):
@@ -31,7 +31,15 @@ class PairwiseConfusion(Regularizer):
     size (but uses the unsquared norm and no class mask).
     """
 
-    RULES = {"weight": non_negative("regularizer.weight", " (lambda / number of classes)")}
+    # At most 1 (lambda <= N, five times the authors' upper end): a value from when weight was
+    # lambda itself (e.g. 10) fails instead of silently training with lambda = 10 N.
+    RULES = {
+        "weight": Rule(
+            "regularizer.weight",
+            lambda v: 0 <= v <= 1,
+            "in [0, 1]: lambda / number of classes (the authors advise 0.1 to 0.2)",
+        )
+    }
 
     def __init__(self, weight: float = 0.1) -> None:
         super().__init__()
