@@ -30,11 +30,17 @@ TINY = [
 ]
 
 
-def compose_config(overrides: list[str] | None = None) -> DictConfig:
-    """Compose ``conf/config.yaml`` with ``overrides`` (Hydra's own compose, as the CLI)."""
+def compose_with_hydra(overrides: list[str] | None = None) -> DictConfig:
+    """``conf/config.yaml`` composed with ``overrides``, with Hydra's own node (sweeper,
+    launcher) as the CLI sees it before it runs the jobs."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=overrides or [], return_hydra_config=True)
+        return compose("config", overrides=overrides or [], return_hydra_config=True)
+
+
+def compose_config(overrides: list[str] | None = None) -> DictConfig:
+    """Compose ``conf/config.yaml`` with ``overrides`` (Hydra's own compose, as the CLI)."""
+    cfg = compose_with_hydra(overrides)
     HydraConfig().set_config(cfg)
     with open_dict(cfg):
         del cfg["hydra"]  # the CLI hands train() the config without Hydra's own node

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from ptr_lightning.backbones import build_backbone_and_head
 from ptr_lightning.build import build_components
 from ptr_lightning.paths import CONFIG_DIR
 from ptr_lightning.regularizers import Regularizer
-from tests.conftest import compose_config
+from tests.conftest import compose_config, compose_with_hydra
 
 
 def options(group: str) -> list[str]:
@@ -67,13 +68,7 @@ EXPERIMENTS = sorted(
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_presets_compose_with_each_swept_value(experiment):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
-    params = cfg.hydra.sweeper.params
+    params = compose_with_hydra([f"experiment={experiment}"]).hydra.sweeper.params
     assert params, "a paper preset is a multirun"
     for key, values in params.items():
         for value in str(values).split(","):
@@ -82,7 +77,6 @@ def test_experiment_presets_compose_with_each_swept_value(experiment):
             )
             assert job.model.arch in {"vgg16", "vgg16_bn", "resnet50", "resnet101", "resnet18"}
             build_components(job)
-    GlobalHydra.instance().clear()
 
 
 def test_table1_preset_is_the_papers_table():
@@ -105,12 +99,28 @@ def test_table1_preset_is_the_papers_table():
 
 
 def test_slurm_preset_composes_the_submitit_launcher():
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=["cluster=slurm"], return_hydra_config=True)
-    GlobalHydra.instance().clear()
+    cfg = compose_with_hydra(["cluster=slurm"])
     assert "SlurmLauncher" in cfg.hydra.launcher._target_
     assert cfg.hydra.launcher.gpus_per_node == 1
+
+
+def test_compare_regularizers_sweeps_l2sp_alpha_without_repeating_the_other_methods():
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    cfg = compose_with_hydra(["experiment=compare_regularizers"])
+    params = [f"{key}={value}" for key, value in cfg.hydra.sweeper.params.items()]
+    # The job list exactly as Hydra's basic sweeper forms it (the product of the axes).
+    (jobs,) = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(params), None)
+    methods = Counter(dict(override.split("=", 1) for override in job)["method"] for job in jobs)
+    assert len(jobs) == 45 and set(methods.values()) == {5}  # 9 methods x 5 seeds
+
+    alphas = {}
+    for method in methods:
+        job = compose_config(
+            ["experiment=compare_regularizers", f"method={method}", "paths.output_dir=/tmp/unused"]
+        )
+        if job.choices.regularizer == "l2sp":
+            alphas[method] = job.regularizer.alpha
+    assert sorted(alphas.values()) == [0.001, 0.01, 0.1]
+    assert len(methods) - len(alphas) == 6  # ft, ptr_sml1, fnp, lwf, pairwise_confusion, bss

@@ -4,6 +4,7 @@ exact layout; and a whole run on a user's image folders (split.json, predictions
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from ptr_lightning.build import build_module
 from ptr_lightning.data.images import UnreadableImageError
 from ptr_lightning.errors import DatasetError
 from ptr_lightning.train import train
@@ -23,6 +25,7 @@ from tests.fixtures.archives import (
     make_mit67,
     make_stanford40,
     make_webface,
+    write_image,
     write_truncated_jpeg,
 )
 
@@ -33,7 +36,14 @@ CASES = {
     "cub200": (make_cub200, []),
     "mit67": (make_mit67, []),
     "stanford40": (make_stanford40, []),
-    "caltech256_30": (make_caltech256, ["dataset.reader_args.train_per_class=3"]),
+    "caltech256_30": (
+        make_caltech256,
+        [
+            "dataset.reader_args.train_per_class=3",
+            "dataset.reader_args.test_per_class=2",
+            "dataset.reader_args.val_per_class=1",
+        ],
+    ),
     "webface500": (
         make_webface,
         [
@@ -102,6 +112,93 @@ def test_image_folders_without_test_split_fail_before_training(make_cfg, tmp_pat
     assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
 
 
+CALTECH_SMALL = [
+    "dataset.reader_args.train_per_class=3",
+    "dataset.reader_args.test_per_class=2",
+    "dataset.reader_args.val_per_class=1",
+]
+
+
+def test_caltech256_validation_comes_from_the_rest_unless_asked(tmp_path):
+    fixture = make_caltech256(tmp_path / "data")
+    rest = datamodule("caltech256_30", fixture.root, *CALTECH_SMALL)
+    assert len(rest.split_ids["train"]) == 5 * 3  # all the training images train
+    assert len(rest.split_ids["test"]) == 5 * 2 and len(rest.split_ids["val"]) == 5 * 1
+
+    held = datamodule("caltech256_30", fixture.root, *CALTECH_SMALL, "dataset.val_from_train=true")
+    assert held.split_ids["test"] == rest.split_ids["test"]
+    assert sorted(held.split_ids["train"] + held.split_ids["val"]) == sorted(
+        rest.split_ids["train"]
+    )
+    assert len(held.split_ids["val"]) == 5  # 10% of 3 per class, rounded up to one
+
+    with pytest.raises(DatasetError, match="dataset.reader_args.val_per_class=0") as err:
+        datamodule(
+            "caltech256_30", fixture.root, *CALTECH_SMALL, "dataset.reader_args.val_per_class=0"
+        )
+    assert "dataset.val_from_train=true" in str(err.value)
+
+
+def test_caltech256_class_with_nothing_left_for_validation_is_reported(tmp_path, caplog):
+    # As 60 + 20 of a class of 80 images: train + test take all of 001.ak47.
+    counts = {"001.ak47": 5, "002.american-flag": 7, "257.clutter": 8}
+    fixture = make_caltech256(tmp_path / "data", counts)
+    with caplog.at_level(logging.INFO, logger="ptr_lightning"):
+        dm = datamodule("caltech256_30", fixture.root, *CALTECH_SMALL)
+    assert sorted(dm.val_dataset.labels.tolist()) == [1, 2]
+    lines = [r.getMessage() for r in caplog.records]
+    assert (
+        "caltech256_30: 3 classes; train 9 images / 3 classes, val 2 images / 2 classes, "
+        "test 6 images / 3 classes"
+    ) in lines
+    assert "caltech256_30: val has no image of 1 of the 3 classes, e.g. 001.ak47" in lines
+
+
+def test_split_sizes_are_reported_in_one_line(tmp_path, caplog):
+    fixture = make_imagefolder(tmp_path / "data")
+    with caplog.at_level(logging.INFO, logger="ptr_lightning"):
+        datamodule("imagefolder", fixture.root)
+    lines = [r.getMessage() for r in caplog.records]
+    assert (
+        "imagefolder: 3 classes; train 13 images / 3 classes, val 6 images / 3 classes, "
+        "test 9 images / 3 classes"
+    ) in lines
+    ignored = [line for line in lines if "ignored 1 file" in line]
+    assert len(ignored) == 1 and "notes.txt" in ignored[0]
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [
+        ("one_class", r"dataset.root=.* holds 1 class \(cat\).*at least 2"),
+        ("empty_val", r"dataset.root=.* has a val/ folder without images"),
+        ("one_image_each", r"dataset.val_fraction=0.1 .* no class has two training images"),
+    ],
+)
+def test_unusable_image_folders_fail_before_training(make_cfg, tmp_path, layout, message):
+    root = tmp_path / "data"
+    write_image(root / "train" / "cat" / "a.png")
+    write_image(root / "test" / "cat" / "c.png")
+    if layout != "one_image_each":
+        write_image(root / "train" / "cat" / "b.png")
+    if layout != "one_class":
+        write_image(root / "train" / "dog" / "d.png")
+        write_image(root / "test" / "dog" / "e.png")
+    if layout == "empty_val":
+        (root / "val" / "cat").mkdir(parents=True)
+    cfg = make_cfg(
+        "dataset=imagefolder",
+        f"dataset.root={root}",
+        *SMALL,
+        "model.weights=null",
+        "trainer.max_epochs=1",
+        tiny=False,
+    )
+    with pytest.raises(DatasetError, match=message):
+        train(cfg)
+    assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
+
+
 def test_validation_holdout_depends_on_split_seed_only(tmp_path):
     fixture = make_cub200(tmp_path / "data")
     a = datamodule("cub200", fixture.root, "dataset.split_seed=1", "seed=5")
@@ -165,5 +262,17 @@ def test_run_on_image_folders_saves_split_and_predictions(make_cfg, tmp_path):
     assert accuracy == pytest.approx(metrics["test/acc"], abs=1e-6)
     val = np.load(run / "predictions_val.npz")
     assert list(val["ids"]) == split["val"] and val["probabilities"].shape == (len(split["val"]), 3)
-    val_accuracy = float((val["probabilities"].argmax(axis=1) == val["labels"]).mean())
-    assert val_accuracy == pytest.approx(metrics["val/acc"], abs=1e-6)
+
+    # Validation predictions come from the final model with the test's ten crops (training-time
+    # validation used the centre crop), so the two files' entropies compare.
+    dm = datamodule("imagefolder", fixture.root, *SMALL)
+    module = build_module(cfg, dm)
+    module.load_state_dict(torch.load(run / "checkpoints" / "last.ckpt")["state_dict"])
+    module.eval()
+    with torch.no_grad():
+        views = {
+            kind: module.view_probabilities(transform(dm.val_dataset.images)).mean(dim=1).numpy()
+            for kind, transform in (("ten", dm.test_transform), ("centre", dm.val_transform))
+        }
+    np.testing.assert_allclose(val["probabilities"], views["ten"], rtol=1e-4, atol=1e-6)
+    assert not np.allclose(val["probabilities"], views["centre"], rtol=1e-4, atol=1e-6)

@@ -43,6 +43,7 @@ from tests.fixtures.archives import (
     make_mit67,
     make_stanford40,
     make_webface,
+    write_image,
     write_jpeg,
     write_truncated_jpeg,
 )
@@ -229,42 +230,65 @@ def test_stanford40_errors(tmp_path: Path) -> None:
 # --- Caltech-256 ---------------------------------------------------------------------------
 
 
-def test_caltech256_sampling_and_clutter(tmp_path: Path) -> None:
+def read_caltech(root: Path, **args: object) -> ArchiveIndex:
+    """The fixture's Caltech-256 with small per-class counts (3 train, 2 test, up to 2 val)."""
+    defaults: dict[str, object] = dict(
+        train_per_class=3, test_per_class=2, val_per_class=2, include_clutter=True, split_seed=0
+    )
+    return read_caltech256(root, **{**defaults, **args})
+
+
+def per_class(samples: list[Sample] | None) -> dict[int, int]:
+    assert samples is not None
+    return dict(Counter(s.label for s in samples))
+
+
+def test_caltech256_balanced_test_and_validation_from_what_is_left(tmp_path: Path) -> None:
     fx = make_caltech256(tmp_path)
-    index = read_caltech256(tmp_path, train_per_class=3, include_clutter=True, split_seed=0)
+    index = read_caltech(tmp_path)
     assert index.class_names == list(CALTECH_CLASSES)
-    assert index.val is None
-    assert Counter(s.label for s in index.train) == dict.fromkeys(range(5), 3)
-    assert Counter(s.label for s in index.test) == {
-        i: n - 3 for i, n in enumerate(CALTECH_CLASSES.values())
-    }
-    everything = rel(index.train, tmp_path) + rel(index.test, tmp_path)
-    assert sorted(everything) == sorted(fx.labels)  # disjoint, complete, no RENAME2
-    for s in index.train + index.test:
+    assert per_class(index.train) == dict.fromkeys(range(5), 3)
+    assert per_class(index.test) == dict.fromkeys(range(5), 2)  # balanced
+    # Validation is not taken from the training images: up to 2 of what train and test left
+    # (6, 7, 6, 8, 6 images -> 1, 2, 1, 3, 1 left).
+    assert per_class(index.val) == {0: 1, 1: 2, 2: 1, 3: 2, 4: 1}
+    splits = [rel(index.train, tmp_path), rel(index.test, tmp_path), rel(index.val, tmp_path)]
+    everything = [path for split in splits for path in split]
+    assert len(set(everything)) == len(everything)  # disjoint
+    assert set(everything) <= set(fx.labels)  # no RENAME2, nothing from greg/
+    for s in index.train + index.test + index.val:
         assert s.label == fx.labels[s.path.relative_to(tmp_path).as_posix()]
 
-    no_clutter = read_caltech256(tmp_path, train_per_class=3, include_clutter=False, split_seed=0)
+
+def test_caltech256_each_split_independent_of_the_later_ones(tmp_path: Path) -> None:
+    make_caltech256(tmp_path)
+    base = read_caltech(tmp_path)
+    # The test does not change with the validation size; training does not change with either.
+    assert read_caltech(tmp_path, val_per_class=0).test == base.test
+    assert read_caltech(tmp_path, val_per_class=0).val == []
+    assert read_caltech(tmp_path, test_per_class=1).train == base.train
+
+
+def test_caltech256_clutter(tmp_path: Path) -> None:
+    make_caltech256(tmp_path)
+    index = read_caltech(tmp_path)
+    no_clutter = read_caltech(tmp_path, include_clutter=False)
     assert no_clutter.class_names == list(CALTECH_CLASSES)[:4]
     assert all(".clutter" not in str(s.path) for s in no_clutter.train + no_clutter.test)
     # A class's split depends on the seed and the class only, not on clutter being present.
     assert no_clutter.train == [s for s in index.train if s.label < 4]
+    assert no_clutter.test == [s for s in index.test if s.label < 4]
 
 
 def test_caltech256_seeded(tmp_path: Path) -> None:
     make_caltech256(tmp_path)
-
-    def train_set(seed: int) -> list[Sample]:
-        return read_caltech256(
-            tmp_path, train_per_class=3, include_clutter=True, split_seed=seed
-        ).train
-
-    assert train_set(0) == train_set(0)
-    assert train_set(0) != train_set(1)
+    assert read_caltech(tmp_path, split_seed=0) == read_caltech(tmp_path, split_seed=0)
+    assert read_caltech(tmp_path, split_seed=0).train != read_caltech(tmp_path, split_seed=1).train
 
 
 def test_caltech256_errors(tmp_path: Path) -> None:
     with pytest.raises(DatasetError) as err:
-        read_caltech256(tmp_path / "x", train_per_class=3, include_clutter=True, split_seed=0)
+        read_caltech(tmp_path / "x")
     assert_error_mentions(
         err.value,
         "Caltech-256",
@@ -273,8 +297,14 @@ def test_caltech256_errors(tmp_path: Path) -> None:
         "https://data.caltech.edu/records/nyy15-4j048",
     )
     make_caltech256(tmp_path)
-    with pytest.raises(InsufficientImagesError, match="001.ak47"):
-        read_caltech256(tmp_path, train_per_class=6, include_clutter=True, split_seed=0)
+    with pytest.raises(InsufficientImagesError) as err:
+        read_caltech(tmp_path, train_per_class=3, test_per_class=4)  # 001.ak47 has 6
+    assert_error_mentions(
+        err.value,
+        "001.ak47 has 6 images",
+        "dataset.reader_args.train_per_class=3",
+        "dataset.reader_args.test_per_class=4",
+    )
 
 
 # --- CASIA-WebFace -------------------------------------------------------------------------
@@ -334,6 +364,42 @@ def test_imagefolder_optional_splits(tmp_path: Path) -> None:
     assert index.val is None
     assert index.test == []
     assert len(index.train) == 13
+
+
+def test_imagefolder_reads_every_format_pillow_reads(tmp_path: Path) -> None:
+    files = {
+        "train/bmp_only/a.bmp": "RGB",
+        "train/bmp_only/b.BMP": "L",
+        "train/mixed/c.webp": "RGB",
+        "train/mixed/d.tif": "I;16",
+        "train/mixed/e.gif": "L",
+        "test/bmp_only/f.png": "I;16",
+        "test/mixed/g.tiff": "RGB",
+    }
+    for name, mode in files.items():
+        write_image(tmp_path / name, mode)
+    (tmp_path / "train" / "mixed" / "notes.txt").write_text("not an image\n")
+    index = read_imagefolder(tmp_path)
+    assert index.class_names == ["bmp_only", "mixed"]
+    assert rel(index.train, tmp_path) + rel(index.test, tmp_path) == list(files)
+    assert [p.name for p in index.ignored] == ["notes.txt"]
+    images, skipped = decode_all([s.path for s in index.train + index.test], size=16)
+    assert images.shape == (7, 3, 16, 16) and skipped == []
+
+
+def test_imagefolder_errors_name_the_accepted_extensions(tmp_path: Path) -> None:
+    write_image(tmp_path / "train" / "cat" / "a.png")
+    (tmp_path / "train" / "dog" / "photo.heif").parent.mkdir(parents=True)
+    (tmp_path / "train" / "dog" / "photo.heif").write_bytes(b"not decoded by Pillow")
+    with pytest.raises(DatasetError) as err:
+        read_imagefolder(tmp_path)
+    assert_error_mentions(err.value, "['dog']", ".bmp", ".jpg", ".png", ".tif", ".webp")
+
+    write_image(tmp_path / "train" / "dog" / "b.jpeg")
+    (tmp_path / "val" / "cat").mkdir(parents=True)  # a val/ folder without images
+    with pytest.raises(DatasetError) as err:
+        read_imagefolder(tmp_path)
+    assert_error_mentions(err.value, f"dataset.root={tmp_path}", "val/", ".webp")
 
 
 def test_imagefolder_unknown_class(tmp_path: Path) -> None:
@@ -414,6 +480,22 @@ def test_letterbox_downscales_and_converts_cmyk() -> None:
     # 250x125 pasted at row (250 - 125) // 2 = 62.
     assert torch.all(out[:, :62] == 0) and torch.all(out[:, 62 + 125 :] == 0)
     assert torch.all(out[:, 62 : 62 + 125] == 255)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "dtype"), [(".png", np.uint16), (".tif", np.uint16), (".tif", np.int32)]
+)
+def test_sixteen_bit_images_are_scaled_to_eight_bits_not_clipped(
+    tmp_path: Path, suffix: str, dtype: type
+) -> None:
+    path = tmp_path / f"deep{suffix}"
+    Image.fromarray(np.array([[0, 257 * 64], [257 * 128, 65535]], dtype=dtype)).save(path)
+    with Image.open(path) as img:
+        assert img.mode in {"I;16", "I;16B", "I"}  # what Pillow makes of 16-bit files
+    out = load_letterboxed(path, size=2)
+    assert out.dtype == torch.uint8
+    for channel in out:
+        assert channel.tolist() == [[0, 64], [128, 255]]
 
 
 def test_load_letterboxed_truncated_names_path(tmp_path: Path) -> None:

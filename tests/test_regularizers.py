@@ -10,6 +10,7 @@ from torch import nn
 from torch.testing import assert_close
 
 from ptr_lightning import names
+from ptr_lightning.errors import ConfigError
 from ptr_lightning.regularizers import (
     L2SP,
     BatchSpectralShrinkage,
@@ -211,24 +212,25 @@ def test_lwf_needs_the_source_classifier():
 
 
 def pc_reference(logits: torch.Tensor, labels: torch.Tensor, weight: float) -> torch.Tensor:
+    """Dubey et al.'s confusion term, pair by pair, with lambda = weight * number of classes."""
     n = logits.shape[0] // 2
     probs = torch.softmax(logits, dim=-1)
     total = logits.new_zeros(())
     for i in range(n):
         if labels[i] != labels[n + i]:
             total = total + ((probs[i] - probs[n + i]) ** 2).sum()
-    return weight * total / (2 * n)
+    return weight * logits.shape[-1] * total / (2 * n)
 
 
 def test_pairwise_confusion_value_and_gradient():
     torch.manual_seed(0)
     logits = torch.randn(8, 5, dtype=DT, requires_grad=True)
     labels = torch.tensor([0, 1, 2, 3, 4, 1, 2, 0])  # pairs (0,4) (1,1) (2,2) (3,0)
-    reg = PairwiseConfusion(weight=12.0)
+    reg = PairwiseConfusion(weight=0.3)
     step = StepTensors(torch.empty(8, 1), torch.empty(8, 1), logits, labels)
     total, stats = reg(torch.tensor(0.0, dtype=DT), step)
     ref_logits = logits.detach().clone().requires_grad_(True)
-    expected = pc_reference(ref_logits, labels, 12.0)
+    expected = pc_reference(ref_logits, labels, 0.3)
     # softmax runs in float32 inside the regularizer
     assert_close(total, expected.detach(), check_dtype=False, rtol=1e-5, atol=1e-6)
     assert_close(stats["pc/pairs"], torch.tensor(2.0))
@@ -240,6 +242,27 @@ def test_pairwise_confusion_value_and_gradient():
     # Rows of same-label pairs get no gradient.
     for row in (1, 2, 5, 6):
         assert_close(logits.grad[row], torch.zeros(5, dtype=DT))
+
+
+def test_pairwise_confusion_weight_scales_with_the_number_of_classes():
+    torch.manual_seed(3)
+    logits = torch.randn(6, 4, dtype=DT)
+    labels = torch.tensor([0, 1, 2, 1, 3, 0])
+    # Four more classes that no image predicts: the same probabilities, twice the classes.
+    wider = torch.cat([logits, torch.full((6, 4), -1e4, dtype=DT)], dim=1)
+    reg = PairwiseConfusion(weight=0.1)
+    zero = torch.tensor(0.0, dtype=DT)
+    narrow_term, _ = reg(zero, StepTensors(logits, logits, logits, labels))
+    wide_term, _ = reg(zero, StepTensors(wider, wider, wider, labels))
+    assert narrow_term > 0
+    assert_close(wide_term, 2 * narrow_term, check_dtype=False, rtol=1e-5, atol=0)
+    # lambda = weight * K = 0.1 * 4; the three pairs (0, 1), (1, 3), (2, 0) all differ.
+    probs = torch.softmax(logits, dim=-1)
+    distances = (probs[:3] - probs[3:]).pow(2).sum()
+    assert_close(narrow_term, 0.4 * distances / 6, check_dtype=False, rtol=1e-5, atol=0)
+    # A weight meant as lambda itself (the old meaning) is refused, not multiplied by K.
+    with pytest.raises(ConfigError, match=r"regularizer.weight=10 .*lambda / number of classes"):
+        PairwiseConfusion(weight=10)
 
 
 def test_pairwise_confusion_ignores_same_label_pairs():
@@ -257,9 +280,9 @@ def test_pairwise_confusion_drops_the_odd_sample():
     torch.manual_seed(2)
     logits = torch.randn(7, 4, dtype=DT, requires_grad=True)
     labels = torch.tensor([0, 1, 2, 1, 2, 0, 3])
-    reg = PairwiseConfusion(weight=10.0)
+    reg = PairwiseConfusion(weight=0.2)
     total, _ = reg(torch.tensor(0.0, dtype=DT), StepTensors(logits, logits, logits, labels))
-    expected = pc_reference(logits.detach()[:6], labels[:6], 10.0)
+    expected = pc_reference(logits.detach()[:6], labels[:6], 0.2)
     assert_close(total, expected, check_dtype=False, rtol=1e-5, atol=1e-6)
     total.backward()
     assert_close(logits.grad[6], torch.zeros(4, dtype=DT))

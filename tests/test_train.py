@@ -91,6 +91,10 @@ def test_deterministic_runs_are_identical(make_cfg):
         ("trainer.precision=16-mixed", r"not float16.*bf16-mixed"),
         ("dataset.image_size=0", r"dataset.image_size=0.*>= 1"),
         ("scheduler.factor=2", r"scheduler.factor=2.*\(0, 1\)"),
+        ("dataset.classes=[1,1,2]", r"dataset.classes=\[1, 1, 2\].*each once"),
+        ("dataset.classes=[3]", r"dataset.classes=\[3\].*at least 2"),
+        ("dataset.val_fraction=0.001", r"dataset.val_fraction=0.001 leaves the val split empty"),
+        ("dataset.val_fraction=0.999", r"dataset.val_fraction=0.999 leaves the test split empty"),
     ],
 )
 def test_bad_configuration_fails_before_training(make_cfg, override, message):

@@ -1,28 +1,54 @@
-"""The paper's Section 4 analysis of how PtR changes predictions, from two runs' predictions.
+"""The paper's Section 4 analysis of how PtR changes predictions: one pair of runs, or over seeds.
 
-    python -m ptr_lightning.analysis <fine-tuning run folder> <PtR run folder>
+    python -m ptr_lightning.analysis <fine-tuning run folder> <PtR run folder> [--split val]
+    python -m ptr_lightning.analysis <sweep folder or run folders ...> [--split val]
 
 Each run folder holds ``predictions.npz`` (test) and ``predictions_val.npz`` (validation): per
-image, class probabilities, label, id. The paper analysed the validation set (CUB200, 584
-images, ResNet-50): ``--split val`` reproduces that; the default is the test set.
+image, the final model's class probabilities (both with the test's views, ten crops where the
+data set uses them), label and id. The paper analysed the validation set (CUB200, 584 images,
+ResNet-50): ``--split val`` does that; the default is the test set.
 Reported, as in Zhong & Maki (CVPR 2020), Section 4:
   S   = sum of the diagonal of C, where row y of C accumulates the predicted probabilities of
         the images of class y (certainty on the correct class; the paper: 404 FT -> 425 PtR)
   S'  = sum of the off-diagonal elements of C (probability spent on wrong classes)
   H   = mean entropy of the predictions in bits (the paper: 1.33 -> 1.15)
   true / false rectifications: images the baseline got wrong and PtR right, and the reverse.
+
+Given two run folders (or two ``.npz`` files), the first is the baseline and the output lists
+the rectified images. Given anything else, every run below the folders is found and grouped as
+``python -m ptr_lightning.report`` groups them; each method's run is paired with the ``ft`` run
+(fine-tuning) of the same data set, backbone, seed and split seed, and the table gives mean
+(std) over the pairs. Runs that cannot be paired are listed with the reason.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ptr_lightning import names
+from ptr_lightning.report import (
+    Run,
+    Setting,
+    baseline_setting,
+    describe,
+    find_run_dirs,
+    format_number,
+    is_run_dir,
+    label_settings,
+    load_run,
+    mean_std,
+    normalise,
+    seed_key,
+    select,
+)
 
 
 def probability_confusion(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -86,28 +112,229 @@ def aligned(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, np.
     return {key: (value[index] if key in PER_IMAGE else value) for key, value in b.items()}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("baseline", type=Path, help="fine-tuning run folder (or predictions.npz)")
-    parser.add_argument("regularized", type=Path, help="PtR run folder (or predictions.npz)")
-    parser.add_argument("--split", choices=sorted(PREDICTION_FILES), default="test")
-    args = parser.parse_args(argv)
-    base = load_predictions(args.baseline, args.split)
-    reg = aligned(base, load_predictions(args.regularized, args.split))
+@dataclass(frozen=True)
+class Comparison:
+    """Section 4 of one baseline run and one regularized run, on the same images."""
+
+    baseline: PredictionStats
+    regularized: PredictionStats
+    true_fixes: np.ndarray  # image ids the baseline got wrong and the regularized run right
+    false_fixes: np.ndarray  # the reverse
+    images: int
+
+
+def compare(base: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> Comparison:
+    """Compare two runs' predictions of one split, image by image (matched by id)."""
+    reg = aligned(base, other)
     labels = base["labels"]
-    print(f"{len(labels)} {args.split} images, {base['probabilities'].shape[1]} classes")
+    true_fix, false_fix = rectifications(base["probabilities"], reg["probabilities"], labels)
+    return Comparison(
+        baseline=prediction_stats(base["probabilities"], labels),
+        regularized=prediction_stats(reg["probabilities"], labels),
+        true_fixes=base["ids"][true_fix],
+        false_fixes=base["ids"][false_fix],
+        images=len(labels),
+    )
+
+
+# --- one pair --------------------------------------------------------------------------------
+
+
+def print_pair(baseline: Path, regularized: Path, split: str) -> None:
+    base = load_predictions(baseline, split)
+    result = compare(base, load_predictions(regularized, split))
+    print(f"{result.images} {split} images, {base['probabilities'].shape[1]} classes")
     print(f"{'':12s} {'accuracy':>9s} {'S (diag)':>9s} {'S-prime':>9s} {'H (bits)':>9s}")
-    for name, data in (("baseline", base), ("regularized", reg)):
-        s = prediction_stats(data["probabilities"], labels)
+    for name, s in (("baseline", result.baseline), ("regularized", result.regularized)):
         print(
             f"{name:12s} {100 * s.accuracy:9.2f} {s.diagonal_sum:9.1f} "
             f"{s.off_diagonal_sum:9.1f} {s.entropy_bits:9.3f}"
         )
-    true_fix, false_fix = rectifications(base["probabilities"], reg["probabilities"], labels)
-    print(f"true rectifications {len(true_fix)}, false rectifications {len(false_fix)}")
-    for title, found in (("true", true_fix), ("false", false_fix)):
+    print(
+        f"true rectifications {len(result.true_fixes)}, "
+        f"false rectifications {len(result.false_fixes)}"
+    )
+    for title, found in (("true", result.true_fixes), ("false", result.false_fixes)):
         if len(found):
-            print(f"  {title}: " + ", ".join(str(base["ids"][i]) for i in found[:10]))
+            print(f"  {title}: " + ", ".join(str(i) for i in found[:10]))
+
+
+# --- over seeds ------------------------------------------------------------------------------
+
+
+@dataclass
+class MethodPairs:
+    """One method of a (data set, backbone) row, paired seed by seed with the row's ``ft``."""
+
+    setting: Setting
+    label: str
+    seeds: list[Any]
+    comparisons: list[Comparison]
+
+
+def pair_key(run: Run) -> tuple[Any, Any]:
+    """What must match between a method's run and its baseline: seed and split seed."""
+    assert run.config is not None
+    return normalise(select(run.config, "seed")), normalise(
+        select(run.config, "dataset.split_seed")
+    )
+
+
+def by_seed(item: tuple[tuple[Any, Any], Run]) -> tuple[Any, ...]:
+    return tuple(seed_key(value) for value in item[0])
+
+
+def pair_runs(runs: Sequence[Run], split: str) -> tuple[list[MethodPairs], list[tuple[Path, str]]]:
+    """Every method's runs paired with their ``ft`` runs; and the runs left out, with why."""
+    left_out: list[tuple[Path, str]] = []
+    by_setting: dict[Setting, dict[tuple[str, str], Run]] = defaultdict(dict)
+    for run in runs:
+        if run.config is None:
+            left_out.append((run.path, run.problem or "no config"))
+            continue
+        members = by_setting[describe(run)]
+        key = pair_key(run)
+        if key in members:
+            left_out.append((run.path, f"same seed as {members[key].path}"))
+            continue
+        members[key] = run
+    labels = label_settings(by_setting)
+    cache: dict[Path, dict[str, np.ndarray]] = {}
+
+    def predictions(run: Run) -> dict[str, np.ndarray]:
+        if run.path not in cache:
+            cache[run.path] = load_predictions(run.path, split)
+        return cache[run.path]
+
+    paired: set[Path] = set()
+    groups = []
+    for setting, members in by_setting.items():
+        if setting.method == names.FINE_TUNING:
+            continue
+        baseline = baseline_setting(setting, by_setting)
+        group = MethodPairs(setting, labels[setting], [], [])
+        for key, run in sorted(members.items(), key=by_seed):
+            base_run = by_setting[baseline].get(key) if baseline is not None else None
+            if base_run is None:
+                seed, split_seed = map(format_number, key)
+                left_out.append(
+                    (
+                        run.path,
+                        f"no {names.FINE_TUNING} run of {setting.dataset} / {setting.backbone} "
+                        f"with seed {seed} and split seed {split_seed}",
+                    )
+                )
+                continue
+            try:
+                group.comparisons.append(compare(predictions(base_run), predictions(run)))
+            except (OSError, ValueError) as err:
+                failed = "".join(
+                    f" ({r.path.name} failed: {r.error})" for r in (run, base_run) if r.error
+                )
+                left_out.append((run.path, f"{err}{failed}"))
+                continue
+            group.seeds.append(select(run.config, "seed"))
+            paired.update((run.path, base_run.path))
+        if group.comparisons:
+            groups.append(group)
+    left_out += [
+        (run.path, "no other method's run to compare with")
+        for setting, members in by_setting.items()
+        if setting.method == names.FINE_TUNING
+        for run in members.values()
+        if run.path not in paired
+    ]
+    groups.sort(key=lambda g: (g.setting.dataset, g.setting.backbone, g.label))
+    return groups, left_out
+
+
+def cell(values: Sequence[float], digits: int) -> str:
+    mean, std = mean_std(values)
+    return f"{mean:.{digits}f} ({std:.{digits}f})"
+
+
+def change_cell(base: Sequence[float], other: Sequence[float], digits: int) -> str:
+    return f"{cell(base, digits)} -> {cell(other, digits)}"
+
+
+SEED_COLUMNS = [
+    "dataset",
+    "backbone",
+    "method",
+    "n",
+    "images",
+    "accuracy % (ft -> method)",
+    "S (ft -> method)",
+    "H bits (ft -> method)",
+    "true rect.",
+    "false rect.",
+    "seeds",
+]
+
+
+def seed_table(
+    groups: Sequence[MethodPairs], left_out: Sequence[tuple[Path, str]], split: str
+) -> str:
+    """The Markdown table of :func:`pair_runs`' groups, then the runs left out."""
+    lines = [
+        f"# Section 4 on the {split} split: mean (std) over seeds, each run paired with the "
+        f"{names.FINE_TUNING} run of its seed",
+        "",
+        "| " + " | ".join(SEED_COLUMNS) + " |",
+        "|" + "|".join("---" for _ in SEED_COLUMNS) + "|",
+    ]
+    for g in groups:
+        base = [c.baseline for c in g.comparisons]
+        reg = [c.regularized for c in g.comparisons]
+        images = sorted({c.images for c in g.comparisons})
+        row = [
+            g.setting.dataset,
+            g.setting.backbone,
+            g.label,
+            str(len(g.comparisons)),
+            ",".join(map(str, images)),
+            change_cell([100 * s.accuracy for s in base], [100 * s.accuracy for s in reg], 2),
+            change_cell([s.diagonal_sum for s in base], [s.diagonal_sum for s in reg], 1),
+            change_cell([s.entropy_bits for s in base], [s.entropy_bits for s in reg], 3),
+            cell([len(c.true_fixes) for c in g.comparisons], 1),
+            cell([len(c.false_fixes) for c in g.comparisons], 1),
+            ",".join(map(str, g.seeds)),
+        ]
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", f"## Runs left out ({len(left_out)})", ""]
+    lines += [f"- `{path}`: {reason}" for path, reason in left_out] or ["- none"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ptr_lightning.analysis", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        type=Path,
+        help="a fine-tuning and a PtR run folder (or predictions .npz); or sweep / run folders",
+    )
+    parser.add_argument("--split", choices=sorted(PREDICTION_FILES), default="test")
+    args = parser.parse_args(argv)
+    if len(args.paths) == 2 and all(p.suffix == ".npz" or is_run_dir(p) for p in args.paths):
+        print_pair(*args.paths, args.split)
+        return 0
+    missing = [path for path in args.paths if not path.is_dir()]
+    if missing:
+        print(f"analysis: no such folder: {', '.join(map(str, missing))}", file=sys.stderr)
+        return 1
+    runs = [load_run(path) for path in find_run_dirs(args.paths)]
+    groups, left_out = pair_runs(runs, args.split)
+    print(seed_table(groups, left_out, args.split), end="")
+    if not groups:
+        print(
+            f"analysis: no pair of an {names.FINE_TUNING} run and another method's run with the "
+            "same seed below " + ", ".join(map(str, args.paths)),
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

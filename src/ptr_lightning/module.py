@@ -58,10 +58,13 @@ class FineTuner(L.LightningModule):
     ``schedule(optimizer)``, checkpointed by Lightning) is stepped.
 
     Evaluation averages class probabilities over the views the eval transform returns (one view
-    by default, ten crops for the paper's protocol); the class probabilities of the last
-    validation epoch and of the test are kept in ``predictions`` (under data parallelism,
-    gathered from every rank in the data set's order) for the run's ``predictions_val.npz`` and
-    ``predictions.npz``.
+    by default, ten crops for the paper's protocol). Validation during training uses
+    ``val_transform`` (the centre crop: cheap, for the schedule); the test and
+    ``trainer.predict`` use ``test_transform``, so a final predict pass over the validation
+    images gives predictions comparable with the test's. The class probabilities of the test
+    and of the last predict pass are kept in ``predictions["test"]`` and
+    ``predictions["predict"]`` (under data parallelism, gathered from every rank in the data
+    set's order) for the run's ``predictions.npz`` and ``predictions_val.npz``.
     """
 
     def __init__(
@@ -94,8 +97,8 @@ class FineTuner(L.LightningModule):
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc_1crop = MulticlassAccuracy(num_classes, average="micro")
         self.test_mean_class_acc = MulticlassAccuracy(num_classes, average="macro")
-        # The last validation epoch's and the test's (probabilities, labels), per batch.
-        self.predictions: dict[str, list[tuple[Tensor, Tensor]]] = {"val": [], "test": []}
+        # The test's and the last predict pass's (probabilities, labels), per batch.
+        self.predictions: dict[str, list[tuple[Tensor, Tensor]]] = {"test": [], "predict": []}
         self.regularizer.attach(self.backbone, self.head, source_classifier)
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
@@ -154,7 +157,7 @@ class FineTuner(L.LightningModule):
         images, labels = batch
         if self.trainer.training:
             return self.train_transform(images), labels
-        if self.trainer.testing:
+        if self.trainer.testing or self.trainer.predicting:
             return self.test_transform(images), labels
         return self.val_transform(images), labels
 
@@ -192,20 +195,20 @@ class FineTuner(L.LightningModule):
         self.val_acc(probs, labels)
         # Synced: the schedule's decisions must be the same on every rank.
         self.log(names.VAL_LOSS, loss, on_epoch=True, prog_bar=True, sync_dist=True)
-        if not self.trainer.sanity_checking:
-            self.predictions["val"].append((probs.cpu(), labels.cpu()))
         self.log(names.VAL_ACC, self.val_acc, on_epoch=True, prog_bar=True)
-
-    def on_validation_epoch_start(self) -> None:
-        self.predictions["val"] = []
 
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
             self._validated_epoch = self.current_epoch
-            self.gather_predictions("val")
 
     def on_test_epoch_end(self) -> None:
         self.gather_predictions("test")
+
+    def on_predict_epoch_start(self) -> None:
+        self.predictions["predict"] = []
+
+    def on_predict_epoch_end(self) -> None:
+        self.gather_predictions("predict")
 
     def gather_predictions(self, split: str) -> None:
         """Under data parallelism, every rank's predictions in the data set's order.
@@ -246,3 +249,10 @@ class FineTuner(L.LightningModule):
         self.log(names.TEST_ACC_1CROP, self.test_acc_1crop, on_epoch=True)
         self.log(names.TEST_MEAN_CLASS_ACC, self.test_mean_class_acc, on_epoch=True)
         self.predictions["test"].append((probs.cpu(), labels.cpu()))
+
+    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        """Class probabilities averaged over the test's views, and the labels, kept in
+        ``predictions["predict"]``."""
+        views, labels = batch
+        probs = self.view_probabilities(views).mean(dim=1)
+        self.predictions["predict"].append((probs.cpu(), labels.cpu()))

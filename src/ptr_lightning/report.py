@@ -71,9 +71,9 @@ COLUMNS = [
     "acc mean (std)",
     "gain",
     "error-rate reduction",
-    "pseudo-task on",
     "seeds",
 ]
+SWITCH_COLUMN = "pseudo-task on"  # shown when a group has one (PtR, FNP)
 
 CSV_COLUMNS = [
     "dataset",
@@ -460,18 +460,25 @@ def sort_key(summary: Summary) -> tuple[Any, ...]:
     return (s.dataset, s.backbone, s.method != BASELINE, s.method, s.weight_decay_off, hparams)
 
 
-def find_baseline(summary: Summary, summaries: Sequence[Summary]) -> Summary | None:
-    """The row's ``none``, with the same weight-decay setting when the row has that one."""
-    s = summary.setting
-    candidates = [
+def baseline_setting(setting: Setting, candidates: Iterable[Setting]) -> Setting | None:
+    """The first of ``candidates`` that is ``setting``'s baseline: ``ft`` of the same data set
+    and backbone, with the same weight-decay setting when there is one."""
+    row = [
         other
-        for other in summaries
-        if other.setting.method == BASELINE
-        and (other.setting.dataset, other.setting.backbone) == (s.dataset, s.backbone)
+        for other in candidates
+        if other.method == BASELINE
+        and (other.dataset, other.backbone) == (setting.dataset, setting.backbone)
     ]
-    same_wd = [c for c in candidates if c.setting.weight_decay_off == s.weight_decay_off]
-    chosen = same_wd or candidates
+    same_wd = [other for other in row if other.weight_decay_off == setting.weight_decay_off]
+    chosen = same_wd or row
     return chosen[0] if chosen else None
+
+
+def find_baseline(summary: Summary, summaries: Sequence[Summary]) -> Summary | None:
+    """The summary of the row's ``ft`` (see :func:`baseline_setting`)."""
+    by_setting = {other.setting: other for other in summaries}
+    chosen = baseline_setting(summary.setting, by_setting)
+    return by_setting[chosen] if chosen is not None else None
 
 
 def add_gains(summaries: Sequence[Summary]) -> None:
@@ -516,7 +523,7 @@ def switch_cell(summary: Summary) -> str:
     return f"{len(on)}/{len(epochs)} from ep {span}"
 
 
-def table_row(summary: Summary) -> list[str]:
+def table_row(summary: Summary, with_switch: bool) -> list[str]:
     s = summary.setting
     err = summary.error_rate_reduction
     return [
@@ -527,7 +534,7 @@ def table_row(summary: Summary) -> list[str]:
         f"{summary.mean:.2f} ({summary.std:.2f})",
         gain_cell(summary),
         f"{err:.2f}%" if err is not None else "",
-        switch_cell(summary),
+        *([switch_cell(summary)] if with_switch else []),
         format_seeds(summary.seeds),
     ]
 
@@ -547,9 +554,11 @@ def render_markdown(
 ) -> str:
     """The report: table, counts, notes, and the runs that could not be aggregated."""
     lines = [f"# {metric} (%): mean (std) over runs", ""]
-    lines.append("| " + " | ".join(COLUMNS) + " |")
-    lines.append("|" + "|".join("---" for _ in COLUMNS) + "|")
-    lines += ["| " + " | ".join(table_row(s)) + " |" for s in summaries]
+    with_switch = any(s.switch_epochs is not None for s in summaries)
+    columns = [*COLUMNS[:-1], SWITCH_COLUMN, COLUMNS[-1]] if with_switch else COLUMNS
+    lines.append("| " + " | ".join(columns) + " |")
+    lines.append("|" + "|".join("---" for _ in columns) + "|")
+    lines += ["| " + " | ".join(table_row(s, with_switch)) + " |" for s in summaries]
     n_runs = sum(len(s.values) for s in summaries)
     lines += [
         "",

@@ -124,6 +124,9 @@ def fit_and_test(cfg: DictConfig, components: Components, out: Path) -> dict[str
         last_epoch = {k: float(v) for k, v in trainer.callback_metrics.items()}
         # The paper evaluates the model after the last epoch, not the best checkpoint.
         (test_metrics,) = trainer.test(module, datamodule=datamodule, verbose=False)
+        # The validation images with the test's views, for predictions_val.npz.
+        val_loader = datamodule.val_dataloader()
+        trainer.predict(module, dataloaders=val_loader, return_predictions=False)
     except BaseException:
         if signals.signum is None:
             raise
@@ -167,9 +170,15 @@ def interruption_message(signum: int, out: Path) -> str:
 
 def write_predictions(out: Path, module: FineTuner, datamodule) -> None:
     """Per image of the test (``predictions.npz``) and validation (``predictions_val.npz``)
-    sets, as the final model saw them: class probabilities, label and image id."""
+    sets, as the final model saw them: class probabilities, label and image id.
+
+    Both with the test's views (ten crops where the data set uses them): the validation images
+    went through one more pass after the test (``trainer.predict``), so the two files'
+    entropies and confusion sums compare (training-time validation used the centre crop).
+    """
+    final = {"test": module.predictions["test"], "val": module.predictions["predict"]}
     for split, name in names.PREDICTIONS_FILES.items():
-        parts = module.predictions[split]
+        parts = final[split]
         if not parts:
             continue
         probs, labels = (torch.cat(p) for p in zip(*parts, strict=True))

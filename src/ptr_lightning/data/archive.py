@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ptr_lightning.data.base import DecodedImages, InMemoryDataModule
+from ptr_lightning.data.base import DecodedImages, InMemoryDataModule, log_split_sizes
 from ptr_lightning.data.downloads import DOWNLOADS
 from ptr_lightning.data.images import decode_all
 from ptr_lightning.data.readers import (
@@ -39,8 +39,10 @@ class ArchiveDataModule(InMemoryDataModule):
 
     Data sets without an official validation split hold out ``val_fraction`` of the training
     images per class, drawn with ``split_seed`` (kept apart from the training seed, so several
-    training seeds share one split). Validation uses the centre crop; the test uses the
-    paper's ten crops when ``ten_crop`` (view 0, the centre crop, gives ``test/acc_1crop``).
+    training seeds share one split); so do the others with ``val_from_train``. Validation uses
+    the centre crop; the test uses the paper's ten crops when ``ten_crop`` (view 0, the centre
+    crop, gives ``test/acc_1crop``). A data set of fewer than two classes, or without
+    validation or test images, is refused before any image is decoded.
     """
 
     RULES = {
@@ -59,6 +61,7 @@ class ArchiveDataModule(InMemoryDataModule):
         reader_args: dict[str, Any] | None = None,
         download: bool = False,
         val_fraction: float = 0.1,
+        val_from_train: bool = False,
         split_seed: int = 0,
         image_size: int = 250,
         crop: int = 224,
@@ -90,6 +93,7 @@ class ArchiveDataModule(InMemoryDataModule):
         self.reader_args = dict(reader_args or {})
         self.download = download
         self.val_fraction, self.split_seed = val_fraction, split_seed
+        self.val_from_train = val_from_train
         self.image_size = image_size
         self.decode_workers, self.skip_unreadable = decode_workers, skip_unreadable
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
@@ -109,19 +113,20 @@ class ArchiveDataModule(InMemoryDataModule):
         decoded, so this takes a second); download it first when it is missing and its site
         allows it (``download=true``). A missing or incomplete data set raises here."""
         try:
-            self.splits()
-            return
+            index = self.read_index()
         except DatasetError as missing:
             if not self.download or self.reader not in DOWNLOADS:
                 raise DatasetError(f"{missing}\n{self.where_to_point()}") from None
             not_found = missing
-        try:
-            DOWNLOADS[self.reader](self.root)
-        except Exception as err:
-            raise DatasetError(
-                f"{not_found}\n\nThe download failed too: {err}\n{self.where_to_point()}"
-            ) from err
-        self.splits()
+            try:
+                DOWNLOADS[self.reader](self.root)
+            except Exception as err:
+                raise DatasetError(
+                    f"{not_found}\n\nThe download failed too: {err}\n{self.where_to_point()}"
+                ) from err
+            index = self.read_index()
+        # Splits the protocol cannot use (one class, no validation or test) fail here too.
+        self.splits(index)
 
     def where_to_point(self) -> str:
         return (
@@ -136,20 +141,44 @@ class ArchiveDataModule(InMemoryDataModule):
             args["split_seed"] = self.split_seed
         return reader(self.root, **args)
 
-    def splits(self) -> dict[str, list[Sample]]:
-        index = self.read_index()
+    def splits(self, index: ArchiveIndex) -> dict[str, list[Sample]]:
+        """The train / val / test samples of ``index`` as this run uses them."""
         self.class_names = list(index.class_names)
+        if index.num_classes < 2:
+            raise DatasetError(
+                f"{self.name}: dataset.root={self.root} holds {index.num_classes} class "
+                f"({', '.join(index.class_names)}); a classifier needs at least 2 classes."
+            )
         if not index.test:
             raise DatasetError(
                 f"{self.name}: no test images under {self.root}. The protocol tests the model "
                 "of the last epoch: add a test split (for imagefolder, root/test/<class>/...)."
             )
-        if index.val is not None:
+        if index.val is not None and not self.val_from_train:
+            if not index.val:
+                raise DatasetError(
+                    f"{self.name}: the data set's validation split is empty"
+                    f"{self._val_source()}. Set dataset.val_from_train=true to hold out "
+                    "dataset.val_fraction of the training images instead."
+                )
             return {"train": index.train, "val": index.val, "test": index.test}
         train, val = holdout_val(
             index.train, fraction=self.val_fraction, split_seed=self.split_seed
         )
+        if not val:
+            raise DatasetError(
+                f"{self.name}: holding out dataset.val_fraction={self.val_fraction} of the "
+                "training images gave no validation image: no class has two training images. "
+                "Add training images, or a validation split."
+            )
         return {"train": train, "val": val, "test": index.test}
+
+    def _val_source(self) -> str:
+        """Which setting drew the data set's validation images, where one did."""
+        if "val_per_class" not in self.reader_args:
+            return ""
+        per_class = self.reader_args["val_per_class"]
+        return f" (dataset.reader_args.val_per_class={per_class} of the images left per class)"
 
     def _image_ids(self, samples: list[Sample]) -> list[str]:
         """Paths relative to the root (stable across machines), else absolute."""
@@ -197,5 +226,17 @@ class ArchiveDataModule(InMemoryDataModule):
                 "dataset.cache_dir=<folder> so that one decodes and the others memory-map it",
                 self.name,
             )
-        for split, samples in self.splits().items():
+        index = self.read_index()
+        splits = self.splits(index)
+        labels = {split: [s.label for s in samples] for split, samples in splits.items()}
+        log_split_sizes(self.name, labels, self.class_names)
+        if index.ignored:
+            log.warning(
+                "%s: ignored %d file(s) whose extension is not an image format Pillow reads, "
+                "e.g. %s",
+                self.name,
+                len(index.ignored),
+                [str(p) for p in index.ignored[:3]],
+            )
+        for split, samples in splits.items():
             setattr(self, f"{split}_dataset", self._decode(split, samples))

@@ -8,6 +8,9 @@ image ids of each split, saved to the run folder) and the batched on-device tran
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping, Sequence
+
 import lightning as L
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
@@ -16,6 +19,32 @@ from torch.utils.data import DataLoader, Dataset
 
 from ptr_lightning.settings import check, integer
 from ptr_lightning.transforms import Normalize, SingleView
+
+log = logging.getLogger(__name__)
+_MAX_NAMED = 3
+
+
+def log_split_sizes(
+    name: str, labels: Mapping[str, Sequence[int]], class_names: Sequence[str]
+) -> None:
+    """One line with each split's image and class counts; a warning for a split that lacks
+    some classes (its accuracy then says nothing about them)."""
+    present = {split: set(split_labels) for split, split_labels in labels.items()}
+    sizes = ", ".join(
+        f"{split} {len(labels[split])} images / {len(present[split])} classes" for split in labels
+    )
+    log.info("%s: %d classes; %s", name, len(class_names), sizes)
+    for split, found in present.items():
+        missing = [c for i, c in enumerate(class_names) if i not in found]
+        if missing:
+            log.warning(
+                "%s: %s has no image of %d of the %d classes, e.g. %s",
+                name,
+                split,
+                len(missing),
+                len(class_names),
+                ", ".join(missing[:_MAX_NAMED]),
+            )
 
 
 class DecodedImages(Dataset):

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ptr_lightning.data.base import DecodedImages, InMemoryDataModule
+from ptr_lightning.data.base import DecodedImages, InMemoryDataModule, log_split_sizes
 from ptr_lightning.data.readers import VAL_FRACTION_RULE
 from ptr_lightning.errors import ConfigError
-from ptr_lightning.settings import check, integer
+from ptr_lightning.settings import Rule, check, integer
 
 
 def digits_images(image_size: int) -> tuple[torch.Tensor, np.ndarray]:
@@ -35,7 +35,11 @@ def digits_images(image_size: int) -> tuple[torch.Tensor, np.ndarray]:
 def few_shot_split(
     labels: np.ndarray, *, train_per_class: int, val_fraction: float, split_seed: int
 ) -> dict[str, np.ndarray]:
-    """Indices per split: ``train_per_class`` per class to train, the rest split val/test."""
+    """Indices per split: ``train_per_class`` per class to train, the rest split val/test.
+
+    A ``val_fraction`` so small (or large) that validation (or test) gets no image at all is
+    refused: the schedule and the sweeper read validation, the protocol reads the test.
+    """
     rng = np.random.default_rng(split_seed)
     splits: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
     for label in np.unique(labels):
@@ -45,7 +49,23 @@ def few_shot_split(
         splits["train"].append(idx[:train_per_class])
         splits["val"].append(rest[:n_val])
         splits["test"].append(rest[n_val:])
-    return {name: np.sort(np.concatenate(parts)) for name, parts in splits.items()}
+    out = {name: np.sort(np.concatenate(parts)) for name, parts in splits.items()}
+    for split in ("val", "test"):
+        if not len(out[split]):
+            raise ConfigError(
+                f"dataset.val_fraction={val_fraction} leaves the {split} split empty (it takes "
+                f"that fraction of the images left after dataset.train_per_class="
+                f"{train_per_class}, rounded per class); choose a value nearer 0.5"
+            )
+    return out
+
+
+CLASSES_RULE = Rule(
+    "dataset.classes",
+    lambda v: len(v) >= 2 and len(set(v)) == len(v) and set(v) <= set(range(10)),
+    "at least 2 different digits of 0..9, each once (a classifier needs two classes)",
+    kind="any",
+)
 
 
 class DigitsDataModule(InMemoryDataModule):
@@ -84,8 +104,7 @@ class DigitsDataModule(InMemoryDataModule):
             val_fraction=val_fraction,
         )
         self.classes = list(range(10)) if classes is None else [int(c) for c in classes]
-        if not self.classes or any(c not in range(10) for c in self.classes):
-            raise ConfigError(f"dataset.classes={classes} must be a non-empty subset of 0..9")
+        CLASSES_RULE.check(self.classes)
         self.image_size, self.train_per_class = image_size, train_per_class
         self.val_fraction, self.split_seed = val_fraction, split_seed
         self.class_names = [str(c) for c in self.classes]
@@ -103,6 +122,11 @@ class DigitsDataModule(InMemoryDataModule):
             train_per_class=self.train_per_class,
             val_fraction=self.val_fraction,
             split_seed=self.split_seed,
+        )
+        log_split_sizes(
+            self.name,
+            {name: labels[idx].tolist() for name, idx in splits.items()},
+            self.class_names,
         )
         for name, idx in splits.items():
             # Indices into scikit-learn's array, so a saved split names the exact images used.

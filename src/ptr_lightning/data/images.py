@@ -7,6 +7,7 @@ the size and the skipped indices; the cache is used only when the sidecar matche
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import uuid
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from filelock import FileLock
-from PIL import Image
+from PIL import Image, ImageFile
 
 from ptr_lightning.errors import DatasetError
 
@@ -37,13 +38,48 @@ class UnreadableImageError(DatasetError):
         )
 
 
+@functools.cache
+def readable_extensions() -> frozenset[str]:
+    """File extensions (lower case, with the dot) of every format Pillow decodes itself.
+
+    Pillow's own registry, less its save-only formats (PDF, Palm) and its stubs (HDF5, GRIB,
+    BUFR, WMF), which need a handler installed from outside Pillow.
+    """
+    registered = Image.registered_extensions()  # imports every plugin first
+
+    def decodes(fmt: str) -> bool:
+        if fmt not in Image.OPEN:
+            return False
+        factory = Image.OPEN[fmt][0]  # a class, or a function (JPEG's)
+        return not (isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile))
+
+    return frozenset(ext for ext, fmt in registered.items() if decodes(fmt))
+
+
+# 16-bit grayscale modes (PNG, TIFF); Pillow's "I" (32-bit) also holds 16-bit PNGs and TIFFs.
+_SIXTEEN_BIT = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+
+
+def to_eight_bit(img: Image.Image) -> Image.Image:
+    """A 16-bit grayscale image scaled to 8 bits (``v / 257``: 65535 -> 255); others as given.
+
+    Pillow's ``convert`` clips 16-bit values at 255 instead of scaling them, which turns all but
+    the darkest pixels white. Mode "I" is read as 16-bit too, clipped to 0..65535.
+    """
+    if img.mode not in _SIXTEEN_BIT:
+        return img
+    values = np.asarray(img, dtype=np.float64)
+    return Image.fromarray(np.rint(np.clip(values, 0, 65535) / 257).astype(np.uint8))
+
+
 def letterbox(img: Image.Image, size: int = 250) -> torch.Tensor:
     """``img`` as uint8 ``(3, size, size)``: longer side scaled to ``size``, centred on black.
 
-    Converts to RGB first (Caltech-256 has grayscale "L" and CMYK JPEGs). Resampling is PIL's
-    bilinear, which low-pass filters when shrinking.
+    Converts to RGB first (Caltech-256 has grayscale "L" and CMYK JPEGs; 16-bit images are
+    scaled to 8 bits, :func:`to_eight_bit`). Resampling is PIL's bilinear, which low-pass
+    filters when shrinking.
     """
-    img = img.convert("RGB")
+    img = to_eight_bit(img).convert("RGB")
     width, height = img.size
     scale = size / max(width, height)
     new_w = min(size, max(1, round(width * scale)))

@@ -23,13 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ptr_lightning.data.images import readable_extensions
 from ptr_lightning.errors import DatasetError
 from ptr_lightning.settings import fraction as fraction_rule
 from ptr_lightning.settings import integer
 
 # The share of the training images held out for validation where a data set has no val split.
 VAL_FRACTION_RULE = fraction_rule("dataset.val_fraction")
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png"})
 _MAX_LISTED_MISSING = 5
 
 
@@ -47,12 +47,17 @@ class Sample:
 
 @dataclass(frozen=True)
 class ArchiveIndex:
-    """Class names and official splits; ``val`` is None when the data set has no official val."""
+    """Class names and official splits; ``val`` is None when the data set has no official val.
+
+    ``ignored``: files found where images were looked for but not read as images (their
+    extension is not one Pillow decodes), so that the user hears of them.
+    """
 
     class_names: list[str]
     train: list[Sample]
     val: list[Sample] | None
     test: list[Sample]
+    ignored: tuple[Path, ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -216,7 +221,12 @@ def _read_id_table(path: Path) -> dict[int, str]:
 
 
 def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
+    return path.suffix.lower() in readable_extensions() and path.is_file()
+
+
+def accepted_extensions() -> str:
+    """The image extensions, for error messages."""
+    return " ".join(sorted(readable_extensions()))
 
 
 def _list_images(folder: Path) -> list[Path]:
@@ -413,18 +423,29 @@ def read_caltech256(
     root: str | os.PathLike[str],
     *,
     train_per_class: int,
+    test_per_class: int = 20,
+    val_per_class: int = 5,
     include_clutter: bool,
     split_seed: int,
 ) -> ArchiveIndex:
-    """Caltech-256: ``train_per_class`` seeded images per class for training, the rest test.
+    """Caltech-256, per class: ``train_per_class`` training, ``test_per_class`` test and up to
+    ``val_per_class`` validation images, drawn in that order with ``split_seed``.
+
+    The test set is balanced (the same number per class, as in the protocols the paper follows
+    for Caltech-256-30/-60); the default 20 is the most that every class allows with 60
+    training images, since the smallest classes have 80 images. Validation takes what is left
+    after train and test, up to ``val_per_class`` (a class of 80 images with 60 + 20 gives
+    none), so it never shrinks the training set; the test does not depend on it either.
 
     ``root/caltech256/256_ObjectCategories/NNN.name/NNN_MMMM.jpg`` (torchvision's layout; ``root``
     may also be ``caltech256`` or ``256_ObjectCategories``). Only image files directly inside a
     class folder count: the archive has a stray ``198.spider/RENAME2`` and an empty
-    ``056.dog/greg/``. ``include_clutter=False`` drops ``257.clutter``. Class names are the folder
-    names. No val.
+    ``056.dog/greg/``. ``include_clutter=False`` drops ``257.clutter`` (a background class of
+    827 images). Class names are the folder names.
     """
     integer("dataset.reader_args.train_per_class", 1).check(train_per_class)
+    integer("dataset.reader_args.test_per_class", 1).check(test_per_class)
+    integer("dataset.reader_args.val_per_class", 0).check(val_per_class)
     root = _absolute(root)
     folder = _caltech_folder(root)
     class_dirs = sorted(d for d in folder.iterdir() if d.is_dir() and _CALTECH_FOLDER.match(d.name))
@@ -433,20 +454,26 @@ def read_caltech256(
     if not class_dirs:
         raise _not_found(CALTECH256, folder, "class folders (NNN.name)")
 
-    train: list[Sample] = []
-    test: list[Sample] = []
+    needed = train_per_class + test_per_class
+    splits: dict[str, list[Sample]] = {"train": [], "test": [], "val": []}
     for label, class_dir in enumerate(class_dirs):
         files = _list_images(class_dir)
-        if len(files) <= train_per_class:
+        if len(files) < needed:
             raise InsufficientImagesError(
-                f"{CALTECH256.name}: {class_dir} has {len(files)} images, need more than "
-                f"train_per_class={train_per_class} to leave a test image"
+                f"{CALTECH256.name}: {class_dir} has {len(files)} images, fewer than "
+                f"dataset.reader_args.train_per_class={train_per_class} + "
+                f"dataset.reader_args.test_per_class={test_per_class} = {needed}; lower one of "
+                "them (every class of the full archive has at least 80 images)"
             )
         rng = _class_rng("caltech256", split_seed, class_dir.name)
-        chosen = set(rng.sample(range(len(files)), train_per_class))
-        for i, path in enumerate(files):
-            (train if i in chosen else test).append(Sample(path, label))
-    return ArchiveIndex([d.name for d in class_dirs], train, None, test)
+        rest = range(len(files))
+        for split, count in (("train", train_per_class), ("test", test_per_class)):
+            chosen = set(rng.sample(rest, count))
+            splits[split] += [Sample(files[i], label) for i in rest if i in chosen]
+            rest = [i for i in rest if i not in chosen]
+        chosen = set(rng.sample(rest, min(val_per_class, len(rest))))
+        splits["val"] += [Sample(files[i], label) for i in rest if i in chosen]
+    return ArchiveIndex([d.name for d in class_dirs], **splits)
 
 
 def _caltech_folder(root: Path) -> Path:
@@ -524,8 +551,10 @@ def read_imagefolder(root: str | os.PathLike[str]) -> ArchiveIndex:
     """The user's own data: ``root/train/<class>/*``, optional ``val/`` and ``test/``.
 
     Class names are ``train``'s sub-folders, sorted; images are found recursively inside each
-    class folder (like torchvision's ImageFolder). A ``val`` or ``test`` class folder missing from
-    ``train`` is an error; a missing ``test`` folder gives an empty test list.
+    class folder (like torchvision's ImageFolder): every file with an extension Pillow decodes
+    (:func:`~ptr_lightning.data.images.readable_extensions`); other files are listed in
+    ``ignored``. A ``val`` or ``test`` class folder missing from ``train`` is an error, and so
+    is a ``val`` folder without images; a missing ``test`` folder gives an empty test list.
     """
     root = _absolute(root)
     train_dir = _require_dir(IMAGEFOLDER, root / "train", "train/ folder")
@@ -533,16 +562,32 @@ def read_imagefolder(root: str | os.PathLike[str]) -> ArchiveIndex:
     if not class_names:
         raise _not_found(IMAGEFOLDER, train_dir, "class folders")
     label_of = {name: i for i, name in enumerate(class_names)}
-    train = _imagefolder_split(train_dir, label_of)
+    ignored: list[Path] = []
+    train = _imagefolder_split(train_dir, label_of, ignored)
     empty = sorted(set(class_names) - {class_names[s.label] for s in train})
     if empty:
-        raise DatasetError(f"{IMAGEFOLDER.name}: train class folder(s) without images: {empty}")
-    val = _imagefolder_split(root / "val", label_of) if (root / "val").is_dir() else None
-    test = _imagefolder_split(root / "test", label_of) if (root / "test").is_dir() else []
-    return ArchiveIndex(class_names, train, val, test)
+        raise DatasetError(
+            f"{IMAGEFOLDER.name}: train class folder(s) without images: {empty} (under "
+            f"{train_dir}). Images are files with one of these extensions: "
+            f"{accepted_extensions()}"
+        )
+    val = None
+    if (root / "val").is_dir():
+        val = _imagefolder_split(root / "val", label_of, ignored)
+        if not val:
+            raise DatasetError(
+                f"{IMAGEFOLDER.name}: dataset.root={root} has a val/ folder without images. Put "
+                "images in val/<class>/, or delete val/ to hold out dataset.val_fraction of the "
+                f"training images. Images are files with one of these extensions: "
+                f"{accepted_extensions()}"
+            )
+    test = []
+    if (root / "test").is_dir():
+        test = _imagefolder_split(root / "test", label_of, ignored)
+    return ArchiveIndex(class_names, train, val, test, ignored=tuple(ignored))
 
 
-def _imagefolder_split(folder: Path, label_of: dict[str, int]) -> list[Sample]:
+def _imagefolder_split(folder: Path, label_of: dict[str, int], ignored: list[Path]) -> list[Sample]:
     class_dirs = sorted(d for d in folder.iterdir() if d.is_dir())
     unknown = [d.name for d in class_dirs if d.name not in label_of]
     if unknown:
@@ -550,11 +595,14 @@ def _imagefolder_split(folder: Path, label_of: dict[str, int]) -> list[Sample]:
             f"{IMAGEFOLDER.name}: {folder} has class folder(s) {unknown} that are not in "
             f"{folder.parent / 'train'}; every class needs training images"
         )
-    return [
-        Sample(path, label_of[d.name])
-        for d in class_dirs
-        for path in sorted(p for p in d.rglob("*") if _is_image(p))
-    ]
+    samples = []
+    for class_dir in class_dirs:
+        for path in sorted(p for p in class_dir.rglob("*") if p.is_file()):
+            if _is_image(path):
+                samples.append(Sample(path, label_of[class_dir.name]))
+            else:
+                ignored.append(path)
+    return samples
 
 
 # --- validation hold-out -------------------------------------------------------------------
