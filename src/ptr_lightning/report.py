@@ -29,6 +29,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from ptr_lightning import names
+from ptr_lightning.resume import DATASET_PLUMBING
 
 # Folders a run writes below itself that never hold other runs.
 SKIP_DIRS = frozenset({"wandb", "csv", "checkpoints", ".hydra"})
@@ -50,12 +51,7 @@ IGNORED_PREFIXES = (
     "regression.",
     "model.ptr.",
     "optimized_metric",
-    "dataset.root",
-    "dataset.download",
-    "dataset.num_workers",
-    "dataset.decode_workers",
-    "dataset.cache_dir",
-    "dataset.eval_batch_size",
+    *DATASET_PLUMBING,
     "trainer.accelerator",
     "trainer.devices",
     "trainer.enable_progress_bar",

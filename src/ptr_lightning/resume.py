@@ -73,6 +73,7 @@ WHAT_IS_TRAINED = (
     "model.imagenet_weights",
     "model.kwargs",
 )
+# Settings of where and how the data is read, not of what it is (the report ignores them too).
 DATASET_PLUMBING = (
     "dataset.root",
     "dataset.download",
