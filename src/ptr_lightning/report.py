@@ -45,6 +45,7 @@ IGNORED_PREFIXES = (
     "paths.",
     "logger.",
     "choices.",
+    "run.",
     "hydra.",
     "regularizer.",
     "regression.",

@@ -27,7 +27,9 @@ from ptr_lightning.build import (
     build_module,
     build_trainer,
 )
-from ptr_lightning.loggers import finish_wandb
+from ptr_lightning.dashboards import hyperparameters, publish_run
+from ptr_lightning.identity import fill_run_identity
+from ptr_lightning.loggers import finish_wandb, wandb_loggers
 from ptr_lightning.module import FineTuner
 from ptr_lightning.outputs import write_atomic, write_json, write_npz
 from ptr_lightning.resume import keep_earlier_metrics, resume_config
@@ -50,6 +52,7 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """
     if cfg.get("resume"):
         cfg = resume_config(cfg, overrides)
+    fill_run_identity(cfg)
     components = build_components(cfg)  # every setting is checked before anything is written
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -78,32 +81,45 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     callbacks = build_callbacks(cfg, module.regularizer, out, logging=bool(loggers))
     trainer = build_trainer(cfg, callbacks, loggers)
     for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        logger.log_hyperparams(hyperparameters(cfg, module))
+    regularizer = module.regularizer
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         last_epoch = {k: float(v) for k, v in trainer.callback_metrics.items()}
         # The paper evaluates the model after the last epoch, not the best checkpoint.
         (test_metrics,) = trainer.test(module, datamodule=datamodule, verbose=False)
+
+        metrics: dict[str, Any] = {k: float(v) for k, v in test_metrics.items()}
+        metrics.update(
+            {k: last_epoch[k] for k in (names.VAL_ACC, names.VAL_LOSS) if k in last_epoch}
+        )
+        metrics.update(
+            epochs=trainer.current_epoch,
+            ptr_active=regularizer.gated and regularizer.active,
+            ptr_switch_epoch=regularizer.switch_epoch,
+            seconds=round(time.monotonic() - started, 1),
+        )
+        if trainer.is_global_zero:
+            if trainer.world_size == 1:
+                write_predictions(out, module, datamodule)
+            else:
+                log.warning("predictions.npz is written by single-device runs only")
+            write_json(out / names.METRICS_FILE, metrics)
+            publish_to_wandb(loggers, out, datamodule)
     finally:
         finish_wandb()
-
-    regularizer = module.regularizer
-    metrics: dict[str, Any] = {k: float(v) for k, v in test_metrics.items()}
-    metrics.update({k: last_epoch[k] for k in (names.VAL_ACC, names.VAL_LOSS) if k in last_epoch})
-    metrics.update(
-        epochs=trainer.current_epoch,
-        ptr_active=regularizer.gated and regularizer.active,
-        ptr_switch_epoch=regularizer.switch_epoch,
-        seconds=round(time.monotonic() - started, 1),
-    )
     if trainer.is_global_zero:
-        if trainer.world_size == 1:
-            write_predictions(out, module, datamodule)
-        else:
-            log.warning("predictions.npz is written by single-device runs only")
-        write_json(out / names.METRICS_FILE, metrics)
         print(summary(metrics, last_epoch, out, has_pseudo_task=regularizer.gated), flush=True)
     return metrics
+
+
+def publish_to_wandb(loggers: list[Any], out: Path, datamodule) -> None:
+    """The end-of-run tables, images and files on W&B; a W&B failure never fails the run."""
+    for logger in wandb_loggers(loggers):
+        try:
+            publish_run(logger, out, datamodule.test_dataset)
+        except Exception as err:
+            log.warning("W&B: the end-of-run tables and files were not logged (%s)", err)
 
 
 def write_predictions(out: Path, module: FineTuner, datamodule) -> None:
