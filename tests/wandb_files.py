@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,21 +83,31 @@ class OfflineRun:
         return json.loads((self.folder / "files" / ref["path"]).read_text())
 
 
-def read_run(folder: Path) -> OfflineRun:
-    """Read ``offline-run-*/run-*.wandb`` of one offline run folder."""
+def finished_records(log_file: Path, wait_s: float) -> list[wandb_internal_pb2.Record]:
+    """The records of a run that has ended (its ``exit`` record written): W&B's service
+    process may still be writing for a moment after ``wandb.finish()`` returns."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = list(records(log_file))
+        if any(r.WhichOneof("record_type") == "exit" for r in found):
+            return found
+        assert time.monotonic() < deadline, f"{log_file} has no exit record: the run never ended"
+        time.sleep(0.2)
+
+
+def read_run(folder: Path, wait_s: float = 30.0) -> OfflineRun:
+    """Read ``offline-run-*/run-*.wandb`` of one offline run folder, once the run has ended."""
     (log_file,) = folder.glob("run-*.wandb")
     run = OfflineRun(folder)
-    for record in records(log_file):
+    for record in finished_records(log_file, wait_s):
         kind = record.WhichOneof("record_type")
         if kind == "run":
-            r = record.run
-            run.id, run.name, run.group, run.job_type = (
-                r.run_id,
-                r.display_name,
-                r.run_group,
-                r.job_type,
-            )
-            run.tags = list(r.tags)
+            r = record.run  # a later run record (an update) may leave fields empty
+            run.id = r.run_id or run.id
+            run.name = r.display_name or run.name
+            run.group = r.run_group or run.group
+            run.job_type = r.job_type or run.job_type
+            run.tags = list(r.tags) or run.tags
             run.resumed = run.resumed or r.resumed
             run.config.update(items(r.config.update))
         elif kind == "config":
@@ -106,7 +117,8 @@ def read_run(folder: Path) -> OfflineRun:
         elif kind == "history":
             run.history.append(items(record.history.item))
         elif kind == "metric":
-            run.metrics[record.metric.name] = MessageToDict(record.metric)
+            metric = record.metric
+            run.metrics[metric.name or metric.glob_name] = MessageToDict(metric)
         elif kind == "artifact":
             run.artifacts.append(MessageToDict(record.artifact, preserving_proto_field_name=True))
     return run

@@ -66,8 +66,9 @@ def method(cfg: DictConfig) -> str:
 
 def run_name(cfg: DictConfig) -> str:
     """``R=3,m=1,seed=0``: the job's overrides (the swept ones in a multirun)."""
-    overrides = parse(cfg.run.get("overrides") or [])
-    overrides = [o for o in overrides if not o.key_or_group.startswith(NOT_IN_NAME)]
+    # The last override of a key is the one that counts.
+    latest = {o.key_or_group: o for o in parse(cfg.run.get("overrides") or [])}
+    overrides = [o for o in latest.values() if not o.key_or_group.startswith(NOT_IN_NAME)]
     swept = swept_keys(cfg)
     if swept:
         overrides = [o for o in overrides if o.key_or_group in swept]

@@ -105,6 +105,8 @@ def start_wandb(save_dir: str, project: str, mode: str, init_timeout: float, **k
 
     settings = wandb.Settings(init_timeout=init_timeout)
     logger = WandbLogger(save_dir=save_dir, project=project, mode=mode, settings=settings, **kwargs)
+    # Lightning always passes anonymous=None, which W&B (>= 0.19) warns about on every run.
+    logger._wandb_init.pop("anonymous", None)
     run = logger.experiment
     run.define_metric(names.VAL_ACC, summary="max", step_metric=STEP_METRIC)
     run.define_metric(f"{names.TEST_PREFIX}*", summary="last", step_metric=STEP_METRIC)

@@ -511,23 +511,43 @@ def save(plot: Plot, out: Path, name: str) -> Path:
     return png
 
 
+def make(
+    name: str, runs: Sequence[RunInfo], *, split: str = "test", metric: str = names.TEST_ACC
+) -> Plot:
+    """Figure ``name`` of :data:`FIGURES`; raises :class:`Missing` when its inputs are not there."""
+    kwargs: dict[str, Any] = {}
+    if name in NEEDS_SPLIT:
+        kwargs["split"] = split
+    if name in NEEDS_METRIC:
+        kwargs["metric"] = metric
+    return FIGURES[name](runs, **kwargs)
+
+
 def write_all(
     folders: Sequence[Path], out: Path, *, split: str = "test", metric: str = names.TEST_ACC
 ) -> dict[str, Path | str]:
     """Every figure for the runs below ``folders`` into ``out``: its PNG path, or why not."""
     runs = load_runs(folders)
     written: dict[str, Path | str] = {}
-    for name, make in FIGURES.items():
-        kwargs: dict[str, Any] = {}
-        if name in NEEDS_SPLIT:
-            kwargs["split"] = split
-        if name in NEEDS_METRIC:
-            kwargs["metric"] = metric
+    for name in FIGURES:
         try:
-            written[name] = save(make(runs, **kwargs), out, name)
+            written[name] = save(make(name, runs, split=split, metric=metric), out, name)
         except Missing as missing:
             written[name] = str(missing)
     return written
+
+
+def newest_sweep(*roots: Path) -> Path:
+    """The newest ``multirun/<date>/<time>`` folder below ``roots`` (default: ``./multirun``
+    and ``../multirun``, for a notebook in ``notebooks/``)."""
+    roots = roots or (Path("multirun"), Path("..") / "multirun")
+    sweeps = [p for root in roots if root.is_dir() for p in root.glob("*/*") if p.is_dir()]
+    if not sweeps:
+        raise FileNotFoundError(
+            f"no sweep folder below {', '.join(map(str, roots))}: run a multirun first "
+            "(python -m ptr_lightning -m ...) or give the folders"
+        )
+    return max(sweeps, key=lambda p: (p.parent.name, p.name))
 
 
 def print_written(written: dict[str, Path | str]) -> None:
