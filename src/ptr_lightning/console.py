@@ -7,13 +7,12 @@ import warnings
 
 # Log lines that say nothing about the run: Lightning's advertisement for its LitLogger.
 NOISE_LINES = ("💡 Tip: For seamless cloud logging",)
-# Warnings of the installed libraries about their own internals, or about choices made here on
-# purpose (the module's on_after_batch_transfer runs the batched transforms; data are in memory,
-# so loader workers would only add cost).
+# Warnings of the installed libraries about their own internals (Lightning's use of a deprecated
+# torch pytree API), or about a choice made here on purpose (data are decoded in memory, so
+# loader workers would only add cost).
 NOISE_WARNINGS = (
     r".*isinstance\(treespec, LeafSpec\).*",
     r".*does not have many workers.*",
-    r".*on_after_batch_transfer.*",
 )
 
 

@@ -6,7 +6,7 @@ Runs are found and labelled as the report does (:mod:`ptr_lightning.report`); me
 compared with plain fine-tuning (``ft``) of the same data set and backbone. Figures:
 
 1. ``learning_curves``: train/ce (epoch mean), val/acc and the learning rate per epoch, one line
-   per method (mean over seeds, band: +-1 std);
+   per method (mean over seeds, band: min to max);
 2. ``ptr_telemetry``: ptr/w, ptr/g_ce, ptr/g_ptr (and other ptr/* keys) per step, the epoch the
    pseudo-task switched on marked;
 3. ``heatmap_R_m``: the metric's mean (std) per (R, m), coloured by its gain over ft;

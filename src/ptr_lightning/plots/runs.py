@@ -79,14 +79,37 @@ def by_label(runs: Iterable[RunInfo]) -> dict[str, list[RunInfo]]:
     return dict(sorted(groups.items(), key=lambda kv: (kv[1][0].setting.method != BASELINE, kv[0])))
 
 
-def mean_over_runs(
-    series: Sequence[Series], by: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """x (``by``: "epoch" or "step"), mean, std and n over the runs that have each x."""
+@dataclass(frozen=True)
+class Band:
+    """A metric over runs (seeds) at each x: how many runs have it, mean, std, min, max."""
+
+    x: np.ndarray
+    n: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+    COLUMNS = ("n", "mean", "std", "min", "max")
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        return list(zip(self.x, self.n, self.mean, self.std, self.low, self.high, strict=True))
+
+    def draw(self, ax: Any, label: str, **kwargs: Any) -> Any:
+        """The mean as a line, min to max as a band; returns the line's colour."""
+        line = ax.plot(self.x, self.mean, label=label, **kwargs)[0]
+        ax.fill_between(self.x, self.low, self.high, color=line.get_color(), alpha=0.2)
+        return line.get_color()
+
+
+def band_over_runs(series: Sequence[Series], by: str) -> Band:
+    """``series`` of several runs at each ``by`` ("epoch" or "step") they have."""
     values: dict[float, list[float]] = defaultdict(list)
     for s in series:
         for xi, v in zip(getattr(s, by), s.value, strict=True):
             values[float(xi)].append(float(v))
-    xs = np.array(sorted(values))
-    stats = np.array([(*mean_std(values[x]), len(values[x])) for x in xs]).reshape(-1, 3)
-    return xs, stats[:, 0], stats[:, 1], stats[:, 2]
+    xs = sorted(values)
+    stats = np.array(
+        [(len(values[x]), *mean_std(values[x]), min(values[x]), max(values[x])) for x in xs]
+    ).reshape(-1, 5)
+    return Band(np.array(xs), *stats.T)

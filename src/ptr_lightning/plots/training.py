@@ -9,7 +9,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ptr_lightning import names
-from ptr_lightning.plots.runs import Missing, Plot, RunInfo, by_label, mean_over_runs
+from ptr_lightning.plots.runs import Band, Missing, Plot, RunInfo, band_over_runs, by_label
 from ptr_lightning.report import (
     BASELINE,
     mean_std,
@@ -33,21 +33,20 @@ def learning_curves(runs: Sequence[RunInfo]) -> Plot:
     if not groups:
         raise Missing(f"no run has {names.CSV_METRICS}")
     fig = Figure(figsize=(13, 3.8), layout="constrained")
-    plot = Plot(fig, ["method", "metric", "epoch", "n", "mean", "std"])
+    plot = Plot(fig, ["method", "metric", "epoch", *Band.COLUMNS])
     for ax, (key, title) in zip(fig.subplots(1, len(CURVES)), CURVES, strict=True):
         for label, members in groups.items():
             series = [r.series[key] for r in members if key in r.series]
             if not series:
                 continue
-            x, mean, std, n = mean_over_runs(series, by="epoch")
-            line = ax.plot(x, mean, label=f"{label} (n={len(series)})")[0]
-            ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-            plot.rows += [[label, key, *row] for row in zip(x, n, mean, std, strict=True)]
+            band = band_over_runs(series, by="epoch")
+            band.draw(ax, f"{label} (n={len(series)})")
+            plot.rows += [[label, key, *row] for row in band.rows()]
         ax.set(title=title, xlabel="epoch")
         if key.startswith(names.LR):
             ax.set_yscale("log")
     fig.axes[0].legend(fontsize="small")
-    fig.suptitle("learning curves: mean over seeds, band +-1 std")
+    fig.suptitle("learning curves: mean over seeds, band: min to max")
     return plot
 
 
@@ -74,19 +73,18 @@ def ptr_telemetry(runs: Sequence[RunInfo]) -> Plot:
     )
     keys = [*TELEMETRY, *extra]
     fig = Figure(figsize=(4.2 * len(keys), 3.6), layout="constrained")
-    plot = Plot(fig, ["method", "metric", "step", "n", "mean", "std"])
+    plot = Plot(fig, ["method", "metric", "step", *Band.COLUMNS])
     for ax, key in zip(np.atleast_1d(fig.subplots(1, len(keys))), keys, strict=True):
         for label, members in by_label(with_ptr).items():
             series = [r.series[key] for r in members if key in r.series]
             if not series:
                 continue
-            x, mean, std, n = mean_over_runs(series, by="step")
-            line = ax.plot(x, mean, label=label, linewidth=1)[0]
-            ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-            plot.rows += [[label, key, *row] for row in zip(x, n, mean, std, strict=True)]
+            band = band_over_runs(series, by="step")
+            color = band.draw(ax, label, linewidth=1)
+            plot.rows += [[label, key, *row] for row in band.rows()]
             for step in sorted({s for s in map(switch_step, members) if s is not None}):
-                ax.axvline(step, color=line.get_color(), linestyle="--", linewidth=0.8)
-                plot.rows.append([label, "switch_step", step, 1, step, 0.0])
+                ax.axvline(step, color=color, linestyle="--", linewidth=0.8)
+                plot.rows.append([label, "switch_step", step, 1, step, 0.0, step, step])
         ax.set(title=key, xlabel="step")
         if key in (names.PTR_G_CE, names.PTR_G_PTR):
             ax.set_yscale("log")
