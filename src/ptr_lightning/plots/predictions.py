@@ -125,7 +125,7 @@ def entropy_histogram(runs: Sequence[RunInfo], split: str = "test") -> Plot:
             [label, lo, hi, int(c), float(values.mean())]
             for lo, hi, c in zip(bins[:-1], bins[1:], counts, strict=True)
         ]
-    ax.set(xlabel="prediction entropy (bits)", ylabel="images")
+    ax.set(xlabel="prediction entropy (bits)", ylabel="images", yscale="log")
     ax.legend(fontsize="small")
     ax.set_title(f"entropy of the predictions (paper Sec. 4), {pair.title()}", fontsize=9)
     return plot

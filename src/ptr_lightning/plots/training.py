@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patheffects import withStroke
 
 from ptr_lightning import names
 from ptr_lightning.plots.runs import Band, Missing, Plot, RunInfo, band_over_runs, by_label
@@ -139,6 +140,7 @@ def heatmap_r_m(runs: Sequence[RunInfo], metric: str = names.TEST_ACC) -> Plot:
                 ha="center",
                 va="center",
                 fontsize=8,
+                path_effects=[withStroke(linewidth=2.5, foreground="white")],  # any background
             )
             plot.rows.append(
                 [
