@@ -14,7 +14,11 @@ from tests.conftest import TINY
 
 
 def run_cli(
-    *args: str, cwd: Path, succeed: bool = True, env: dict[str, str] | None = None
+    *args: str,
+    cwd: Path,
+    succeed: bool = True,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
 ) -> subprocess.CompletedProcess:
     """``python -m ptr_lightning *args``; asserts it exits 0 unless ``succeed=False``.
 
@@ -35,7 +39,7 @@ def run_cli(
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
     if succeed:
