@@ -59,3 +59,6 @@ def make_cfg(tmp_path) -> Callable[..., DictConfig]:
 
     yield make
     GlobalHydra.instance().clear()
+
+
+from tests.fixtures.sweeps import digits_sweep  # noqa: E402, F401  (a session fixture)

@@ -15,8 +15,16 @@ from omegaconf import OmegaConf
 from tests.conftest import TINY
 
 
-def run_cli(*args: str, cwd: Path, succeed: bool = True) -> subprocess.CompletedProcess:
-    """``python -m ptr_lightning *args``; asserts it exits 0 unless ``succeed=False``."""
+def run_cli(
+    *args: str,
+    cwd: Path,
+    succeed: bool = True,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess:
+    """``python -m ptr_lightning *args``; asserts it exits 0 unless ``succeed=False``.
+
+    W&B is disabled unless ``env`` (added to the environment) says otherwise."""
     # The repository root on the path: tests may hand the CLI callbacks from tests/.
     repo = str(Path(__file__).parents[1])
     pythonpath = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
@@ -25,6 +33,7 @@ def run_cli(*args: str, cwd: Path, succeed: bool = True) -> subprocess.Completed
         "WANDB_MODE": "disabled",
         "PYTHONUNBUFFERED": "1",
         "PYTHONPATH": pythonpath,
+        **(env or {}),
     }
     result = subprocess.run(
         [sys.executable, "-m", "ptr_lightning", *args],
@@ -32,7 +41,7 @@ def run_cli(*args: str, cwd: Path, succeed: bool = True) -> subprocess.Completed
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
     if succeed:

@@ -1,30 +1,33 @@
-"""The notebook's code runs on a real run folder (headless matplotlib)."""
+"""The notebook runs, as a user runs it (a Jupyter kernel), on a sweep found by argument."""
 
 from __future__ import annotations
 
-import json
+import os
 from pathlib import Path
 
-import matplotlib
+import nbformat
+from nbclient import NotebookClient
 
-from ptr_lightning.train import train
-
-NOTEBOOK = Path(__file__).parents[1] / "notebooks" / "ptr_telemetry.ipynb"
+NOTEBOOK = Path(__file__).parents[1] / "notebooks" / "dashboards.ipynb"
 
 
-def test_notebook_cells_run_on_two_runs(make_cfg, monkeypatch):
-    matplotlib.use("Agg")
-    ft = make_cfg("regularizer=none", "trainer.max_epochs=1", out="ft")
-    ptr = make_cfg("regularizer.T=100", "trainer.max_epochs=2", out="ptr")
-    train(ft)
-    train(ptr)
-    monkeypatch.setenv("PTR_BASELINE", ft.paths.output_dir)
-    monkeypatch.setenv("PTR_RUN", ptr.paths.output_dir)
-    cells = json.loads(NOTEBOOK.read_text())["cells"]
-    namespace: dict = {}
-    for cell in cells:
-        if cell["cell_type"] == "code":
-            exec("".join(cell["source"]), namespace)
-    metrics = namespace["metrics"]
-    assert {"ptr/w", "ptr/g_ce", "ptr/g_ptr", "val/acc"} <= set(metrics)
-    assert all(w > 0 for _, w in metrics["ptr/w"])
+def test_notebook_is_committed_without_outputs():
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert code and all(not cell.outputs and cell.execution_count is None for cell in code)
+    assert "parameters" in code[0].metadata.get("tags", [])  # papermill's parameters cell
+
+
+def test_notebook_shows_every_figure_of_a_sweep(digits_sweep, tmp_path, monkeypatch):
+    monkeypatch.setenv("PTR_RUNS", os.pathsep.join(map(str, (digits_sweep.ptr, digits_sweep.ft))))
+    monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path))
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": tmp_path}}
+    ).execute()  # raises CellExecutionError, with the cell's traceback, if a cell fails
+    outputs = [out for cell in notebook.cells for out in cell.get("outputs", [])]
+    images = [out for out in outputs if "image/png" in out.get("data", {})]
+    text = "".join(out.get("text", "") for out in outputs)
+    assert len(images) == 7, text
+    assert "skipped" not in text
+    assert "ft" in text and "ptr-sml1" in text and "H " in text

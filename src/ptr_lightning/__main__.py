@@ -13,8 +13,10 @@ def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from ptr_lightning.console import quiet_console
     from ptr_lightning.train import run_job  # keep --help and tab completion fast
 
+    quiet_console()
     hydra_cfg = HydraConfig.get()
     return run_job(cfg, list(hydra_cfg.overrides.task), multirun=hydra_cfg.mode == RunMode.MULTIRUN)
 

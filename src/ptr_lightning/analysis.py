@@ -58,9 +58,14 @@ def probability_confusion(probabilities: np.ndarray, labels: np.ndarray) -> np.n
     return matrix
 
 
-def mean_entropy_bits(probabilities: np.ndarray) -> float:
+def entropy_bits(probabilities: np.ndarray) -> np.ndarray:
+    """Entropy of each prediction (row), in bits."""
     p = np.clip(probabilities.astype(np.float64), 1e-12, 1.0)
-    return float(-(probabilities * np.log2(p)).sum(axis=1).mean())
+    return -(probabilities * np.log2(p)).sum(axis=1)
+
+
+def mean_entropy_bits(probabilities: np.ndarray) -> float:
+    return float(entropy_bits(probabilities).mean())
 
 
 @dataclass(frozen=True)

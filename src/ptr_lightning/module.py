@@ -250,9 +250,10 @@ class FineTuner(L.LightningModule):
         self.log(names.TEST_MEAN_CLASS_ACC, self.test_mean_class_acc, on_epoch=True)
         self.predictions["test"].append((probs.cpu(), labels.cpu()))
 
-    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        """Class probabilities averaged over the test's views, and the labels, kept in
+    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        """Class probabilities averaged over the test's views; they and the labels are kept in
         ``predictions["predict"]``."""
         views, labels = batch
         probs = self.view_probabilities(views).mean(dim=1)
         self.predictions["predict"].append((probs.cpu(), labels.cpu()))
+        return probs

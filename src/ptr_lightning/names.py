@@ -24,6 +24,13 @@ VAL_LOSS = "val/loss"
 TEST_ACC = "test/acc"
 TEST_ACC_1CROP = "test/acc_1crop"
 TEST_MEAN_CLASS_ACC = "test/mean_class_acc"
+TEST_PREFIX = "test/"
+
+# --- end-of-run W&B content ------------------------------------------------------------------
+TEST_PER_CLASS = "test/per_class"  # table: class, number of test images, accuracy
+TEST_CONFUSION = "test/confusion_matrix"
+TEST_EXAMPLES = "test/examples"  # a few test images with their top-3 predictions
+RUN_FILES_ARTIFACT = "run-files"  # artifact type: metrics.json, split.json, predictions*.npz
 
 # --- files of a run folder ---------------------------------------------------------------------
 CONFIG_FILE = "config.yaml"
@@ -35,6 +42,9 @@ LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 LOCK_FILE = ".lock"  # held by the live run (run_folder.hold)
 CSV_DIR = "csv"
 CSV_METRICS = Path(CSV_DIR) / "metrics.csv"
+CSV_BEFORE_RESUME = "metrics.before-resume-*.csv"  # a resumed run's earlier CSV logs (glob)
+HYDRA_MULTIRUN_FILE = "multirun.yaml"  # Hydra's record of a sweep, in the sweep folder
+WANDB_RUN_ID_FILE = "wandb_run_id.txt"  # so resume= continues the same W&B run
 
 # --- files of the report command ---------------------------------------------------------------
 REPORT_MD = "report.md"

@@ -1,6 +1,6 @@
 """Aggregate finished runs into the paper's Table 1: mean (std), gain and error-rate reduction.
 
-``python -m ptr_lightning.report <folder> [<folder> ...] [--metric test/acc] [--out DIR]``
+``python -m ptr_lightning.report <folder> [<folder> ...] [--metric test/acc] [--out DIR] [--plots]``
 
 Every run folder below the given folders (one holding ``config.yaml``, or ``.hydra/``) is read;
 runs are grouped by (data set, backbone) and method, and each group's metric is summarised in
@@ -46,6 +46,7 @@ IGNORED_PREFIXES = (
     "paths.",
     "logger.",
     "choices.",
+    "run.",
     "hydra.",
     "regularizer.",
     "regression.",
@@ -625,6 +626,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--out", type=Path, help="where report.md and report.csv go (default: first folder)"
     )
+    parser.add_argument(
+        "--plots",
+        action="store_true",
+        help="also write the figures of python -m ptr_lightning.plots into <out>/plots",
+    )
     return parser.parse_args(argv)
 
 
@@ -661,6 +667,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     (out / names.REPORT_CSV).write_text(render_csv(summaries, args.metric))
     print(markdown, end="")
     print(f"\nwrote {out / names.REPORT_MD} and {out / names.REPORT_CSV}")
+    if args.plots:
+        from ptr_lightning.plots import print_written, write_all
+
+        print_written(write_all(args.folders, out / "plots", metric=args.metric))
     if not finished:
         print(
             f"report: none of the {len(run_dirs)} run folders has {args.metric!r}",

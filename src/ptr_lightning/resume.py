@@ -186,5 +186,5 @@ def keep_earlier_metrics(run: Path) -> None:
     """Lightning's CSV logger deletes an existing metrics.csv: set it aside before resuming."""
     csv = run / names.CSV_METRICS
     if csv.is_file():
-        n = 1 + len(list(csv.parent.glob("metrics.before-resume-*.csv")))
+        n = 1 + len(list(csv.parent.glob(names.CSV_BEFORE_RESUME)))
         csv.rename(csv.with_name(f"metrics.before-resume-{n}.csv"))

@@ -31,10 +31,12 @@ from ptr_lightning.build import (
     build_trainer,
 )
 from ptr_lightning.checkpoints import check_fits, read_checkpoint
+from ptr_lightning.dashboards import hyperparameters, publish_run
 from ptr_lightning.errors import USER_ERRORS, ConfigError, Interrupted
 from ptr_lightning.fault_tolerance import SignalRecorder
 from ptr_lightning.gpu_pool import claim_gpu
-from ptr_lightning.loggers import finish_wandb
+from ptr_lightning.identity import fill_run_identity
+from ptr_lightning.loggers import finish_wandb, wandb_loggers
 from ptr_lightning.module import FineTuner
 from ptr_lightning.outputs import write_atomic, write_json, write_npz
 from ptr_lightning.paths import AUTO_RESUME
@@ -63,6 +65,7 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
         cfg = auto_resume(cfg)
     elif cfg.get("resume"):
         cfg = resume_config(cfg, overrides)
+    fill_run_identity(cfg)
     components = build_components(cfg)  # every setting is checked before anything is written
     out = Path(cfg.paths.output_dir)
     with hold(out), gpu_of_the_pool(cfg):
@@ -118,7 +121,8 @@ def fit_and_test(cfg: DictConfig, components: Components, out: Path) -> dict[str
     callbacks = [*build_callbacks(cfg, module.regularizer, out, logging=bool(loggers)), signals]
     trainer = build_trainer(cfg, callbacks, loggers)
     for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        logger.log_hyperparams(hyperparameters(cfg, module))
+    regularizer = module.regularizer
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         last_epoch = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -127,26 +131,29 @@ def fit_and_test(cfg: DictConfig, components: Components, out: Path) -> dict[str
         # The validation images with the test's views, for predictions_val.npz.
         val_loader = datamodule.val_dataloader()
         trainer.predict(module, dataloaders=val_loader, return_predictions=False)
+
+        metrics: dict[str, Any] = {k: float(v) for k, v in test_metrics.items()}
+        metrics.update(
+            {k: last_epoch[k] for k in (names.VAL_ACC, names.VAL_LOSS) if k in last_epoch}
+        )
+        metrics.update(
+            epochs=trainer.current_epoch,
+            pseudo_task=regularizer.gated,  # PtR or FNP: the switch matters
+            ptr_active=regularizer.gated and regularizer.active,
+            ptr_switch_epoch=regularizer.switch_epoch,
+            seconds=round(time.monotonic() - started, 1),
+        )
+        if trainer.is_global_zero:
+            write_predictions(out, module, datamodule)
+            write_json(out / names.METRICS_FILE, metrics)
+            publish_to_wandb(loggers, out, datamodule)
     except BaseException:
         if signals.signum is None:
             raise
         raise Interrupted(signals.signum, interruption_message(signals.signum, out)) from None
     finally:
         finish_wandb()
-
-    regularizer = module.regularizer
-    metrics: dict[str, Any] = {k: float(v) for k, v in test_metrics.items()}
-    metrics.update({k: last_epoch[k] for k in (names.VAL_ACC, names.VAL_LOSS) if k in last_epoch})
-    metrics.update(
-        epochs=trainer.current_epoch,
-        pseudo_task=regularizer.gated,  # PtR or FNP: the switch matters
-        ptr_active=regularizer.gated and regularizer.active,
-        ptr_switch_epoch=regularizer.switch_epoch,
-        seconds=round(time.monotonic() - started, 1),
-    )
     if trainer.is_global_zero:
-        write_predictions(out, module, datamodule)
-        write_json(out / names.METRICS_FILE, metrics)
         print(summary(metrics, last_epoch, out, has_pseudo_task=regularizer.gated), flush=True)
     return metrics
 
@@ -166,6 +173,15 @@ def interruption_message(signum: int, out: Path) -> str:
         f"resume with  python -m ptr_lightning resume={out}  (the interrupted epoch is "
         "repeated from its start, so the run ends as if never interrupted)."
     )
+
+
+def publish_to_wandb(loggers: list[Any], out: Path, datamodule) -> None:
+    """The end-of-run tables, images and files on W&B; a W&B failure never fails the run."""
+    for logger in wandb_loggers(loggers):
+        try:
+            publish_run(logger, out, datamodule.test_dataset)
+        except Exception as err:
+            log.warning("W&B: the end-of-run tables and files were not logged (%s)", err)
 
 
 def write_predictions(out: Path, module: FineTuner, datamodule) -> None:

@@ -13,12 +13,14 @@ import os
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from filelock import FileLock
 from PIL import Image, ImageFile
+from tqdm import tqdm
 
 from ptr_lightning.errors import DatasetError
 
@@ -153,12 +155,14 @@ def _decode_into(
             return False
         return True
 
+    # A bar on a terminal only (disable=None): no progress lines in logs or captured output.
+    progress = partial(tqdm, total=len(keys), desc="decoding images", unit="img", disable=None)
     if num_workers <= 0:
-        ok = [work(i) for i in range(len(keys))]
+        ok = [work(i) for i in progress(range(len(keys)))]
     else:
         executor = ThreadPoolExecutor(max_workers=num_workers)
         try:
-            ok = list(executor.map(work, range(len(keys))))
+            ok = list(progress(executor.map(work, range(len(keys)))))
         except BaseException:
             # Don't decode the rest of a large data set before reporting the first bad file.
             executor.shutdown(wait=True, cancel_futures=True)
