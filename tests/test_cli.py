@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from omegaconf import OmegaConf
 
 from tests.conftest import TINY
@@ -171,20 +172,28 @@ def test_a_failing_single_run_exits_non_zero_and_keeps_its_error(tmp_path):
     assert "ConfigError" in (tmp_path / "error.txt").read_text()
 
 
-def test_optuna_search_runs_trials_and_reports_the_best(tmp_path):
+def test_optuna_search_ranks_only_trials_whose_pseudo_task_switched_on(tmp_path):
     sweep = tmp_path / "search"
-    run_cli(
+    result = run_cli(
         "hparams_search=ptr_optuna",
-        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.n_trials=4",
         *TINY,
         "trainer.max_epochs=1",
+        "regularizer.T=choice(0.0,100.0)",  # T=0: the pseudo-task can never switch on
+        "hydra.sweeper.sampler.seed=0",  # draws T = 0, 100, 0, 100
         f"hydra.sweep.dir={sweep}",
         cwd=tmp_path,
     )
-    trials = job_folders(sweep)
-    assert len(trials) == 3 and all((t / "metrics.json").is_file() for t in trials)
-    results = (sweep / "optimization_results.yaml").read_text()
-    assert "regularizer.R" in results and "best_value" in results
+    trials = [json.loads((t / "metrics.json").read_text()) for t in job_folders(sweep)]
+    assert len(trials) == 4
+    never = [t for t in trials if t["ptr_switch_epoch"] is None]
+    assert len(never) == 2
+    output = result.stdout + result.stderr
+    assert output.count("Failed experiment") == len(never)
+    assert "the pseudo-task never switched on" in output
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert results["best_params"]["regularizer.T"] == 100.0
+    assert "regularizer.R" in results["best_params"]
 
 
 def test_multirun_of_two_methods_then_the_report(tmp_path, capsys):

@@ -19,6 +19,8 @@ from ptr_lightning import names
 from ptr_lightning.errors import CheckpointError, ConfigError, NonFiniteLossError
 from ptr_lightning.train import train
 from tests.conftest import TINY
+from tests.fixtures.sweeps import offline_wandb_env
+from tests.wandb_files import offline_runs
 
 # Deterministic on CPU, at a rate at which this tiny run learns rather than saturates; the
 # pseudo-task switches on at the end of epoch 1 (epoch-mean CE 1.06, then 0.94 < T = 1).
@@ -26,12 +28,13 @@ RUN = [*TINY, "trainer.deterministic=true", "trainer.max_epochs=5", "seed=7", "m
 REPO = str(Path(__file__).parents[1])
 
 
-def start(args: list[str], cwd: Path) -> subprocess.Popen:
+def start(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     pythonpath = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)
     env = {
         **os.environ,
         "WANDB_MODE": "disabled",
         "PYTHONUNBUFFERED": "1",
+        **(env or {}),
         "PYTHONPATH": pythonpath,
     }
     return subprocess.Popen(
@@ -50,8 +53,8 @@ def finish(proc: subprocess.Popen, timeout=300) -> str:
     return output
 
 
-def completed(args: list[str], cwd: Path) -> tuple[int, str]:
-    proc = start(args, cwd)
+def completed(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[int, str]:
+    proc = start(args, cwd, env)
     output = finish(proc)
     return proc.returncode, output
 
@@ -148,9 +151,11 @@ def test_a_job_requeued_as_slurm_does_continues_to_the_same_result(tmp_path, uni
             "resume=auto",  # as cluster=slurm sets it
             *RUN,
             *usr2_mid_epoch_1,
+            "logger=wandb",
             f"hydra.sweep.dir={sweep}",
         ],
         tmp_path,
+        offline_wandb_env(tmp_path),
     )
     assert code == 0, output[-3000:]
     job = sweep / "0"
@@ -159,6 +164,8 @@ def test_a_job_requeued_as_slurm_does_continues_to_the_same_result(tmp_path, uni
     assert "Requeued job" in logs
     assert (job / names.CSV_DIR / "metrics.before-resume-1.csv").is_file()  # a second run
     assert_same_run(json.loads((job / names.METRICS_FILE).read_text()), uninterrupted)
+    before, after = offline_runs(job)  # the job's two runs, on W&B one run continued
+    assert before.id == after.id == (job / names.WANDB_RUN_ID_FILE).read_text().strip()
 
 
 def test_sigint_leaves_the_resume_hint_and_a_second_run_in_the_folder_is_refused(tmp_path):

@@ -105,12 +105,11 @@ def test_bad_configuration_fails_before_training(make_cfg, override, message):
 
 
 def test_a_sweep_trial_whose_pseudo_task_never_switched_on_is_not_ranked(make_cfg):
-    import math
-
     from ptr_lightning.train import objective
 
     cfg = make_cfg("optimized_metric=val/acc")
     never = {"val/acc": 0.9, "pseudo_task": True, "ptr_switch_epoch": None}
-    assert math.isnan(objective(cfg, never))  # Optuna records it as a failed trial
+    assert objective(cfg, never) is None  # the Optuna sweeper records it as a failed trial
     assert objective(cfg, {**never, "ptr_switch_epoch": 3}) == 0.9
     assert objective(cfg, {"val/acc": 0.7, "pseudo_task": False, "ptr_switch_epoch": None}) == 0.7
+    assert objective(cfg, {"val/acc": float("nan"), "pseudo_task": False}) is None

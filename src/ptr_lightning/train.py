@@ -243,8 +243,8 @@ def run_job(
     A failing job writes ``error.txt`` (the traceback) to its folder. An error whose message
     says what to do (a bad setting, a missing data set, ...) prints as those few lines; its
     traceback is in ``error.txt`` (``HYDRA_FULL_ERROR=1`` prints it too). In a multirun the
-    sweep goes on with the other jobs (the job returns NaN to a sweeper, and the report lists
-    it); a single run exits with status 1. SIGTERM and SIGINT end the process with status
+    sweep goes on with the other jobs (the job returns no value to a sweeper, and the report
+    lists it); a single run exits with status 1. SIGTERM and SIGINT end the process with status
     143 and 130, leaving ``error.txt`` with the resume command.
     """
     out = Path(cfg.paths.output_dir)
@@ -259,7 +259,7 @@ def run_job(
         write_atomic(out / names.ERROR_FILE, traceback.format_exc())
         if multirun:
             log.error("job failed: %s\n(its traceback is in %s; the sweep goes on)", err, out)
-            return math.nan
+            return None
         if not isinstance(err, USER_ERRORS) or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(
@@ -271,11 +271,12 @@ def run_job(
 
 
 def objective(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
-    """The value a sweeper optimizes (``cfg.optimized_metric``); NaN if the run lacks it.
+    """The value a sweeper optimizes (``cfg.optimized_metric``); None if there is none.
 
     A run of a gated regularizer (PtR, FNP) whose pseudo-task never switched on was plain
-    fine-tuning: it says nothing about R or m, so it returns NaN, which Optuna records as a
-    failed trial instead of ranking it.
+    fine-tuning: it says nothing about R or m, so it returns None, which the Optuna sweeper
+    records as a failed trial instead of ranking it (NaN would stop the whole search: the
+    sweeper re-reports a NaN trial with its value and Optuna refuses that).
     """
     key = cfg.get("optimized_metric")
     if not key:
@@ -283,8 +284,9 @@ def objective(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
     if metrics.get("pseudo_task") and metrics.get("ptr_switch_epoch") is None:
         log.warning(
             "the pseudo-task never switched on (epoch-mean CE stayed >= regularizer.T): this "
-            "run was plain fine-tuning, so it returns NaN to the sweeper"
+            "run was plain fine-tuning, so it returns no value: the sweeper records a failed trial"
         )
-        return math.nan
+        return None
     value = metrics.get(key)
-    return float(value) if isinstance(value, int | float) else math.nan
+    finite = isinstance(value, int | float) and math.isfinite(value)
+    return float(value) if finite else None
