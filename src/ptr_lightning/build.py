@@ -24,11 +24,13 @@ from torch import nn
 
 from ptr_lightning import names
 from ptr_lightning.backbones import ARCH_RULE, build_pretrained, split_classifier
+from ptr_lightning.callbacks import SwitchWindow
 from ptr_lightning.errors import ConfigError
 from ptr_lightning.fault_tolerance import CheckpointOnSigterm, RandomStateCheckpoint
 from ptr_lightning.module import FineTuner, OptimizerSettings
 from ptr_lightning.regularizers import Regularizer
 from ptr_lightning.settings import Rule, check, integer
+from ptr_lightning.telemetry import TelemetrySettings
 
 FLOAT16 = {"16", "16-mixed", "16-true"}
 TRAINER_RULES = {
@@ -66,6 +68,7 @@ class Components:
     regularizer: Regularizer
     optimizer: OptimizerSettings
     schedule: Callable[[torch.optim.Optimizer], Any]
+    telemetry: TelemetrySettings
 
 
 def build_components(cfg: DictConfig) -> Components:
@@ -84,6 +87,7 @@ def build_components(cfg: DictConfig) -> Components:
             head_lr_mult=cfg.model.head_lr_mult,
         ),
         schedule=schedule,
+        telemetry=TelemetrySettings(**(cfg.get("telemetry") or {})),
     )
 
 
@@ -114,6 +118,7 @@ def build_module(
         train_transform=datamodule.train_transform,
         val_transform=datamodule.val_transform,
         test_transform=datamodule.test_transform,
+        telemetry=components.telemetry,
     )
 
 
@@ -123,10 +128,16 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
 
 
 def build_callbacks(
-    cfg: DictConfig, regularizer: Regularizer, out: Path, *, logging: bool
+    cfg: DictConfig,
+    regularizer: Regularizer,
+    out: Path,
+    *,
+    logging: bool,
+    telemetry: TelemetrySettings | None = None,
 ) -> list[L.Callback]:
     """The regularizer's own callbacks (PtR's switch), the checkpoints, the learning-rate
-    monitor (when something logs) and the config's extra ``callbacks``."""
+    monitor and the CE window around the switch (when something logs) and the config's extra
+    ``callbacks``."""
     callbacks: list[L.Callback] = [
         *regularizer.callbacks(),
         # Written after the module's epoch end (switch decided, schedule stepped), so a resumed
@@ -144,6 +155,14 @@ def build_callbacks(
     ]
     if logging:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+    if (
+        logging
+        and regularizer.gated
+        and telemetry
+        and telemetry.enabled
+        and telemetry.switch_window
+    ):
+        callbacks.append(SwitchWindow(telemetry.switch_window))
     callbacks += [instantiate(spec) for spec in (cfg.get("callbacks") or {}).values()]
     return callbacks
 

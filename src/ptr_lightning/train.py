@@ -75,7 +75,9 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     )
     module = build_module(cfg, datamodule, components, pretrained)
     loggers = build_loggers(cfg)
-    callbacks = build_callbacks(cfg, module.regularizer, out, logging=bool(loggers))
+    callbacks = build_callbacks(
+        cfg, module.regularizer, out, logging=bool(loggers), telemetry=components.telemetry
+    )
     trainer = build_trainer(cfg, callbacks, loggers)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
