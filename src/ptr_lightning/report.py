@@ -50,6 +50,7 @@ IGNORED_PREFIXES = (
     "regression.",
     "model.ptr.",
     "optimized_metric",
+    "telemetry.",
     "dataset.root",
     "dataset.download",
     "dataset.num_workers",
