@@ -221,16 +221,6 @@ class FeatureNormPenalty(PseudoTask):
     reference [10] is :class:`~ptr_lightning.regularizers.FeatureNorm`.
     """
 
-    def __init__(
-        self,
-        R: float,
-        m: float = 0.0,
-        T: float = 1.0,
-        loss: str = "smooth_l1",
-        seed: int = 0,
-        balance: str = "features",
-        switch: str = "latch",
-    ) -> None:
-        super().__init__(
-            R, m, T, loss, seed, targets="zero", m_mode="absolute", balance=balance, switch=switch
-        )
+    def __init__(self, R: float, m: float = 0.0, **settings: Any) -> None:
+        """``settings``: ``T``, ``loss``, ``seed``, ``balance``, ``switch``, as for PtR."""
+        super().__init__(R, m, targets="zero", **settings)
