@@ -187,25 +187,25 @@ def active_per_epoch(run: Path) -> list[float]:
 
 
 def test_lr_drop_switch_is_on_from_the_first_reduction_and_a_resumed_run_agrees(make_cfg):
-    """Milestone at epoch 2 of 4: PtR trains epochs 2 and 3. The run cut after epoch 1 (its
-    checkpoint holds the lowered rate, PtR still off) and resumed decides alike."""
+    """The rate drops after epoch 0 (milestone 1): PtR trains epochs 1 and 2. The run cut after
+    epoch 0 (its checkpoint holds the lowered rate, PtR still off) and resumed decides alike."""
     common = (
         "regularizer.switch=lr_drop",
         "scheduler=step",
         "scheduler.milestones=[0.5]",
-        "scheduler.max_epochs=4",
+        "scheduler.max_epochs=2",
         "trainer.deterministic=true",
     )
-    whole_cfg = make_cfg(*common, "trainer.max_epochs=4", out="whole")
+    whole_cfg = make_cfg(*common, "trainer.max_epochs=3", out="whole")
     whole = train(whole_cfg)
-    assert whole["ptr_switch_epoch"] == 1
-    assert active_per_epoch(Path(whole_cfg.paths.output_dir)) == [0.0, 0.0, 1.0, 1.0]
+    assert whole["ptr_switch_epoch"] == 0
+    assert active_per_epoch(Path(whole_cfg.paths.output_dir)) == [0.0, 1.0, 1.0]
 
-    cut_cfg = make_cfg(*common, "trainer.max_epochs=2", out="cut")
+    cut_cfg = make_cfg(*common, "trainer.max_epochs=1", out="cut")
     cut = train(cut_cfg)
     run = Path(cut_cfg.paths.output_dir)
     assert cut["ptr_active"] is False
-    resumed = train(make_cfg(f"resume={run}", out="resume-log"), ["trainer.max_epochs=4"])
-    assert resumed["ptr_switch_epoch"] == 1
+    resumed = train(make_cfg(f"resume={run}", out="resume-log"), ["trainer.max_epochs=3"])
+    assert resumed["ptr_switch_epoch"] == 0
     keys = ["test/acc", "val/acc", "val/loss"]
     assert [resumed[k] for k in keys] == [whole[k] for k in keys]
