@@ -155,13 +155,7 @@ def build_callbacks(
     ]
     if logging:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
-    if (
-        logging
-        and regularizer.gated
-        and telemetry
-        and telemetry.enabled
-        and telemetry.switch_window
-    ):
+    if logging and regularizer.gated and telemetry and telemetry.watches_switch:
         callbacks.append(SwitchWindow(telemetry.switch_window))
     callbacks += [instantiate(spec) for spec in (cfg.get("callbacks") or {}).values()]
     return callbacks

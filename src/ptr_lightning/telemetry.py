@@ -53,6 +53,11 @@ class TelemetrySettings:
     def enabled(self) -> bool:
         return self.every_n_steps > 0
 
+    @property
+    def watches_switch(self) -> bool:
+        """Whether ``train/ce_around_switch`` is recorded."""
+        return self.enabled and self.switch_window > 0
+
     def due(self, step: int) -> bool:
         """Whether training step ``step`` (0-based, over the whole run) is measured."""
         return self.enabled and step % self.every_n_steps == 0
