@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
 from omegaconf import OmegaConf
 
-from hydra_plugins.ptr_lightning_sweeps.grid_sweeper import GridSweeper
 from ptr_lightning.paths import CONFIG_DIR
 
 
-def jobs(sweeper: GridSweeper, *overrides: str) -> list[list[str]]:
+def GridSweeper(**settings: Any):  # noqa: N802  (stands for the class)
+    """The sweeper as Hydra makes it: Hydra's one plugin scan per process re-executes the
+    sweeper modules (rebinding BasicSweeper), so the class is looked up after that scan."""
+    Plugins.instance()
+    from hydra_plugins.ptr_lightning_sweeps.grid_sweeper import GridSweeper
+
+    return GridSweeper(**settings)
+
+
+def jobs(sweeper, *overrides: str) -> list[list[str]]:
     parsed = OverridesParser.create().parse_overrides(list(overrides))
     (batch,) = sweeper.split_arguments(parsed, None)
     return batch
