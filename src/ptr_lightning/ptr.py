@@ -161,6 +161,8 @@ def parameter_gradients(
 
 def global_norm(grads: Sequence[Tensor]) -> Tensor:
     """``||(g_1, ..., g_n)||_2`` over a list of tensors, in float32 at least."""
+    # Not torch.nn.utils.get_total_norm: it keeps bf16 gradients' precision, and is newer
+    # (torch 2.6) than this project's floor.
     return torch.linalg.vector_norm(
         torch.stack(
             [
