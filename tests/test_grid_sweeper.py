@@ -72,3 +72,19 @@ def test_ptr_diagnosis_runs_fine_tuning_once_per_seed():
         "method=fnp": 9,
     }
     assert all(len(job) == 2 for job in restricted if job[0] == "method=ft")  # ft and a seed
+
+
+def test_every_ptr_diagnosis_job_composes_and_builds_what_it_names():
+    from ptr_lightning.build import build_components
+    from tests.conftest import compose_config
+
+    sweeper_cfg = OmegaConf.load(CONFIG_DIR / "experiment" / "ptr_diagnosis.yaml").hydra.sweeper
+    sweeper = GridSweeper(grids=OmegaConf.to_container(sweeper_cfg.grids))
+    for job in jobs(sweeper, "seed=0", "regularizer.R=3", "regularizer.switch=epoch"):
+        cfg = compose_config(["experiment=ptr_diagnosis", *job, "paths.output_dir=/tmp/unused"])
+        regularizer = build_components(cfg).regularizer
+        for override in job[1:]:
+            key, value = override.split("=")
+            if key.startswith("regularizer."):
+                attribute = {"switch": "switch_rule"}.get(key[12:], key[12:])
+                assert str(getattr(regularizer, attribute)) in (value, f"{value}.0"), override
