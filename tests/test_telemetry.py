@@ -136,3 +136,30 @@ def test_telemetry_leaves_training_unchanged_and_lands_in_metrics_csv(make_cfg):
 
     quiet = read_rows(Path(measured_cfg.paths.output_dir).parent / "off")
     assert not any(r.get(names.FEAT_MEAN) or r.get(names.VAL_ENTROPY) for r in quiet)
+
+
+def test_switch_window_writes_each_step_once_and_survives_a_checkpoint():
+    from types import SimpleNamespace
+
+    from ptr_lightning.callbacks import SwitchWindow
+
+    written = []
+    module = SimpleNamespace(
+        regularizer=SimpleNamespace(active=False),
+        log_at=lambda step, row: written.append((step, float(row[names.TRAIN_CE_AROUND_SWITCH]))),
+    )
+
+    def step(window, i, active):
+        module.regularizer.active = active
+        outputs = {"step": i, names.TRAIN_CE: torch.tensor(float(i))}
+        window.on_train_batch_end(None, module, outputs, None, i)
+
+    window = SwitchWindow(2)
+    for i in range(4):
+        step(window, i, active=False)  # keeps the last two: steps 2 and 3
+    assert written == []
+    resumed = SwitchWindow(2)
+    resumed.load_state_dict(window.state_dict())  # a checkpoint at the epoch's end
+    for i in range(4, 8):
+        step(resumed, i, active=True)  # steps 4 and 5 are the window after the switch
+    assert written == [(2, 2.0), (3, 3.0), (4, 4.0), (5, 5.0)]
