@@ -1,13 +1,16 @@
-"""Time a plain fine-tuning step and a PtR step side by side, in one process.
+"""Time a plain fine-tuning step and PtR steps side by side, in one process.
 
     python benchmarks/step_cost.py                       # resnet18, CPU, batch 20, 112 px
     python benchmarks/step_cost.py --arch resnet50 --device cuda --bf16 --size 224 --batch 64
 
-Three steps are timed, interleaved round by round so drift affects all alike:
-  ft     L_ce backward + SGD step
-  ptr    pseudo_task_loss (head-only gradient for dL_ce/drep) + ONE backward + step
-  naive  a full backward to read dL_ce/drep, then the backward of L_ce + w L_ptr + step
-and the medians and ratios to ft are printed.
+Five steps are timed, interleaved round by round so drift affects all alike:
+  ft         L_ce backward + SGD step
+  ptr        pseudo_task_loss (head-only gradient for dL_ce/drep) + ONE backward + step
+  naive      a full backward to read dL_ce/drep, then the backward of L_ce + w L_ptr + step
+  measured   ptr with the telemetry of a telemetry step (what FineTuner.log_telemetry runs)
+  param_bal  ptr with balance="parameters" (w from gradient norms over the backbone)
+and the medians and ratios to ft are printed, with the PtR step's cost when one step in
+--telemetry-every is a measured one (telemetry.every_n_steps, default 50).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from omegaconf import OmegaConf
 from ptr_lightning.backbones import build_backbone_and_head
 from ptr_lightning.paths import CONFIG_DIR
 from ptr_lightning.ptr import draw_targets, pseudo_task_loss, regression_loss
+from ptr_lightning.telemetry import TelemetrySettings, step_telemetry, weight_norm
 
 
 def parse_args() -> argparse.Namespace:
@@ -36,6 +40,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--telemetry-every", type=int, default=TelemetrySettings().every_n_steps)
     return p.parse_args()
 
 
@@ -49,7 +54,8 @@ def main() -> None:
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     backbone = backbone.to(device, memory_format=memory_format)
     head = head.to(device)
-    params = list(backbone.parameters()) + list(head.parameters())
+    backbone_params = list(backbone.parameters())
+    params = backbone_params + list(head.parameters())
     optimizer = torch.optim.SGD(params, lr=1e-3, momentum=0.9, weight_decay=1e-4)
     images = torch.randn(args.batch, 3, args.size, args.size, device=device)
     images = images.to(memory_format=memory_format)
@@ -76,6 +82,26 @@ def main() -> None:
         total, _ = pseudo_task_loss(features, ce, R=3.0, generator=generator)
         step(total)
 
+    def measured():
+        features, ce = forward()
+        total, _ = pseudo_task_loss(features, ce, R=3.0, generator=generator)
+        stats = step_telemetry(ce, total - ce, features, backbone_params)
+        stats["head"] = weight_norm(head)
+        _ = [float(value) for value in stats.values()]  # the host sync of logging
+        step(total)
+
+    def param_bal():
+        features, ce = forward()
+        total, _ = pseudo_task_loss(
+            features,
+            ce,
+            R=3.0,
+            generator=generator,
+            balance="parameters",
+            parameters=backbone_params,
+        )
+        step(total)
+
     def naive():
         features, ce = forward()
         features.retain_grad()
@@ -96,7 +122,7 @@ def main() -> None:
             torch.cuda.synchronize()
         return time.perf_counter() - start
 
-    steps = {"ft": ft, "ptr": ptr, "naive": naive}
+    steps = {"ft": ft, "ptr": ptr, "naive": naive, "measured": measured, "param_bal": param_bal}
     for _ in range(args.warmup):
         for fn in steps.values():
             fn()
@@ -111,7 +137,13 @@ def main() -> None:
         f"threads={torch.get_num_threads()}, {args.rounds} rounds"
     )
     for name, median in medians.items():
-        print(f"  {name:5s} {median * 1000:8.1f} ms/step   x{median / medians['ft']:.3f} of ft")
+        print(f"  {name:9s} {median * 1000:8.1f} ms/step   x{median / medians['ft']:.3f} of ft")
+    n = args.telemetry_every
+    amortized = medians["ptr"] + (medians["measured"] - medians["ptr"]) / n
+    print(
+        f"  ptr with telemetry every {n} steps: {amortized * 1000:.1f} ms/step, "
+        f"x{amortized / medians['ptr']:.3f} of ptr without telemetry"
+    )
 
 
 if __name__ == "__main__":

@@ -39,6 +39,18 @@ def test_switch_uses_the_epoch_mean_and_latches_on():
     assert regularizer.active and regularizer.switch_epoch == 1
 
 
+def test_epoch_switch_turns_off_when_the_epoch_ce_rises_above_T():
+    regularizer = PseudoTask(R=3.0, T=1.0, switch="epoch")
+    (switch,) = regularizer.callbacks()
+    module = SimpleNamespace(regularizer=regularizer, epoch_ce=MeanMetric())
+    active = []
+    for epoch, ces in enumerate([[1.5, 0.6], [0.9, 0.8], [2.5, 2.9], [0.4, 0.2]]):
+        end_epoch(switch, module, epoch, ces)
+        active.append(regularizer.active)
+    assert active == [False, True, False, True]
+    assert regularizer.switch_epoch == 1  # the first switch-on is kept
+
+
 def test_switch_weighs_batches_by_size():
     regularizer = PseudoTask(R=3.0, T=1.0)
     module = SimpleNamespace(regularizer=regularizer, epoch_ce=MeanMetric())
@@ -161,3 +173,39 @@ def test_milestones_are_fractions_of_max_epochs():
     assert lrs[9] == 1.0 and lrs[10] == pytest.approx(0.1)  # from epoch 10 of 20
     assert lrs[14] == pytest.approx(0.1) and lrs[15] == pytest.approx(0.01)  # from epoch 15
     assert not schedule.stopped
+
+
+def active_per_epoch(run: Path) -> list[float]:
+    """ptr/active of each epoch's steps, as metrics.csv has it (TINY: 3 steps per epoch)."""
+    with open(run / names.CSV_METRICS) as f:
+        rows = [r for r in csv.DictReader(f) if r.get(names.PTR_ACTIVE)]
+    by_epoch: dict[int, set[float]] = {}
+    for r in rows:
+        by_epoch.setdefault(int(r["epoch"]), set()).add(float(r[names.PTR_ACTIVE]))
+    assert all(len(values) == 1 for values in by_epoch.values()), by_epoch
+    return [by_epoch[e].pop() for e in sorted(by_epoch)]
+
+
+def test_lr_drop_switch_is_on_from_the_first_reduction_and_a_resumed_run_agrees(make_cfg):
+    """The rate drops after epoch 0 (milestone 1): PtR trains epochs 1 and 2. The run cut after
+    epoch 0 (its checkpoint holds the lowered rate, PtR still off) and resumed decides alike."""
+    common = (
+        "regularizer.switch=lr_drop",
+        "scheduler=step",
+        "scheduler.milestones=[0.5]",
+        "scheduler.max_epochs=2",
+        "trainer.deterministic=true",
+    )
+    whole_cfg = make_cfg(*common, "trainer.max_epochs=3", out="whole")
+    whole = train(whole_cfg)
+    assert whole["ptr_switch_epoch"] == 0
+    assert active_per_epoch(Path(whole_cfg.paths.output_dir)) == [0.0, 1.0, 1.0]
+
+    cut_cfg = make_cfg(*common, "trainer.max_epochs=1", out="cut")
+    cut = train(cut_cfg)
+    run = Path(cut_cfg.paths.output_dir)
+    assert cut["ptr_active"] is False
+    resumed = train(make_cfg(f"resume={run}", out="resume-log"), ["trainer.max_epochs=3"])
+    assert resumed["ptr_switch_epoch"] == 0
+    keys = ["test/acc", "val/acc", "val/loss"]
+    assert [resumed[k] for k in keys] == [whole[k] for k in keys]

@@ -274,3 +274,37 @@ def evaluate_in_one_process(run: Path) -> dict:
     (metrics,) = trainer.test(module, datamodule=datamodule, verbose=False)
     probs, labels = (torch.cat(p) for p in zip(*module.predictions["test"], strict=True))
     return {"probabilities": probs.numpy(), "labels": labels.numpy(), **metrics}
+
+
+def test_ptr_diagnosis_sweep_runs_fine_tuning_once_and_the_report_labels_the_variants(
+    tmp_path, capsys
+):
+    from ptr_lightning.report import main as report
+
+    sweep = tmp_path / "sweep"
+    run_cli(
+        "-m",
+        "experiment=ptr_diagnosis",
+        *TINY,
+        "trainer.max_epochs=1",
+        "seed=0",
+        "regularizer.R=3",
+        "regularizer.m_mode=absolute",
+        "regularizer.switch=latch",
+        "regularizer.targets=constant,centred",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert len(job_folders(sweep)) == 4  # ft once, two PtR variants, FNP
+    assert report([str(sweep)]) == 0
+    rows = {
+        line.split(" | ")[2]: line.split(" | ")[3]
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("| digits")
+    }
+    assert rows == {
+        "ft": "1",
+        "ptr-sml1 R=3,m=1,targets=centred": "1",
+        "ptr-sml1 R=3,m=1,targets=constant": "1",
+        "fnp-sml1": "1",
+    }

@@ -184,3 +184,83 @@ def test_a_rule_lives_once_the_python_api_and_the_cli_agree(monkeypatch, make_cf
     assert str(pure.value) == str(module.value) == str(cli.value) == message
     assert not Path(cfg.paths.output_dir).exists()  # refused before anything was written
     PseudoTask(R=5)  # the new bound, not the old one, decides
+
+
+# --- the paper's open choices: targets, m_mode, balance -------------------------------------
+
+
+def test_each_kind_of_target_is_what_its_name_says():
+    from ptr_lightning.ptr import TARGETS, draw_targets
+
+    features = torch.rand(64, 32) * 3
+    m = 1.5
+
+    def draw(kind, seed=0):
+        return TARGETS[kind](features, m, torch.Generator().manual_seed(seed))
+
+    assert torch.equal(draw("uniform"), draw_targets(features, m, torch.Generator().manual_seed(0)))
+    instance = draw("uniform_instance")
+    assert torch.equal(instance, instance[:, :1].expand_as(instance))  # one value per instance
+    assert instance[:, 0].unique().numel() == 64 and instance.min() >= 0 and instance.max() < 2 * m
+    assert torch.equal(draw("constant"), torch.full_like(features, m))
+    assert torch.equal(draw("zero"), torch.zeros_like(features))
+    noise = draw("centred") - features  # U(-m, m) around the features: no pull, the same spread
+    assert noise.abs().max() <= m and noise.mean().abs() < 0.05 and noise.std() > 0.8
+    assert not torch.equal(draw("centred"), draw("centred", seed=1))
+
+
+def test_deterministic_targets_leave_the_generator_alone():
+    from ptr_lightning.ptr import TARGETS
+
+    features = torch.rand(4, 3)
+    for kind in ("constant", "zero"):
+        generator = torch.Generator().manual_seed(0)
+        before = generator.get_state()
+        TARGETS[kind](features, 1.0, generator)
+        assert torch.equal(generator.get_state(), before)
+
+
+def test_m_modes():
+    from ptr_lightning.ptr import M_MODES
+
+    assert M_MODES["absolute"](2.0, 0.3) == 2.0
+    assert M_MODES["features"](2.0, 0.3) == pytest.approx(0.6)
+    with pytest.raises(RuntimeError, match="no feature mean"):
+        M_MODES["features"](2.0, None)
+
+
+@pytest.mark.parametrize("loss", ["smooth_l1", "l2"])
+def test_parameter_balance_gives_one_over_R_at_the_parameters(loss):
+    """||w dL_ptr/dtheta|| = ||dL_ce/dtheta|| / R over the body's parameters, against a direct
+    computation with two plain backward passes."""
+    x, labels, body, head = make_batch(4)
+    features = body(x)
+    ce = F.cross_entropy(head(features), labels)
+    targets = torch.rand(B, D, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    params = list(body.parameters())
+    R = 3.0
+    total, stats = pseudo_task_loss(
+        features, ce, R=R, loss=loss, targets=targets, balance="parameters", parameters=params
+    )
+    ptr_loss = {"smooth_l1": F.smooth_l1_loss, "l2": F.mse_loss}[loss](features, targets)
+    g_ce = torch.cat([g.flatten() for g in torch.autograd.grad(ce, params, retain_graph=True)])
+    g_ptr = torch.cat(
+        [g.flatten() for g in torch.autograd.grad(ptr_loss, params, retain_graph=True)]
+    )
+    torch.testing.assert_close(stats["g_ce"], g_ce.norm(), rtol=1e-9, atol=0)
+    torch.testing.assert_close(stats["g_ptr"], g_ptr.norm(), rtol=1e-9, atol=0)
+    torch.testing.assert_close((stats["w"] * g_ptr).norm(), g_ce.norm() / R, rtol=1e-9, atol=0)
+    assert all(p.grad is None for p in params)  # measured without touching .grad
+    # the step's own gradient is still L_ce + w L_ptr
+    (d_total,) = torch.autograd.grad(total, features)
+    (d_ce,) = torch.autograd.grad(F.cross_entropy(head(features), labels), features)
+    (d_ptr,) = torch.autograd.grad(ptr_loss, features)
+    torch.testing.assert_close(d_total, d_ce + stats["w"] * d_ptr)
+
+
+def test_parameter_balance_needs_the_parameters():
+    features = torch.randn(2, 3, requires_grad=True)
+    with pytest.raises(ValueError, match="parameters"):
+        pseudo_task_loss(features, features.sum(), R=1.0, balance="parameters")
+    with pytest.raises(ValueError, match=r"regularizer.balance='weights'"):
+        pseudo_task_loss(features, features.sum(), R=1.0, balance="weights")

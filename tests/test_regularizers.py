@@ -426,3 +426,75 @@ def test_fnp_regresses_the_features_to_zero():
     expected = ce + stats[names.PTR_W] * step.features.pow(2).mean()
     assert_close(total, expected)
     assert stats[names.PTR_W] > 0
+
+
+def test_m_mode_features_fixes_m_from_the_mean_measured_while_off():
+    backbone, head, _ = tiny_model()
+    regularizer = PseudoTask(R=2.0, m=3.0, loss="l2", targets="constant", m_mode="features")
+    seen = []
+    for seed in range(3):  # an epoch with PtR off: the regularizer only measures
+        step, ce = ptr_step(seed=seed, batch=4 + seed)
+        assert regularizer(ce, step) == (ce, {})
+        seen.append(step.features.detach())
+    regularizer.switch(True, epoch=0)
+    feature_mean = torch.cat([f.flatten() for f in seen]).mean()
+    assert regularizer.feature_mean == pytest.approx(float(feature_mean), rel=1e-6)
+    step, ce = ptr_step(seed=9)
+    targets = drawn_targets(regularizer, step, ce)
+    assert_close(targets, torch.full_like(targets, 3.0 * float(feature_mean)))
+    _, stats = regularizer(ce, step)
+    assert stats[names.PTR_M] == pytest.approx(3.0 * float(feature_mean))
+
+    # Fixed at the first switch-on and kept in the checkpoint; later epochs do not move it.
+    restored = PseudoTask(R=2.0, m=3.0, loss="l2", targets="constant", m_mode="features")
+    restored.load_state_dict(copy.deepcopy(regularizer.state_dict()))
+    assert restored.feature_mean == regularizer.feature_mean
+    restored.switch(False, epoch=1)
+    restored(ce, step)
+    restored.switch(True, epoch=2)
+    assert restored.feature_mean == regularizer.feature_mean and restored.switch_epoch == 0
+
+
+def test_linear_frac_counts_where_smooth_l1_saturates_on_telemetry_steps():
+    torch.manual_seed(0)
+    features = torch.tensor([[0.0, 2.5, 1.2], [-0.5, 1.0, 3.0]], requires_grad=True)
+    # t = 1: |rep - t| = [1, 1.5, 0.2], [1.5, 0, 2], beyond 1 (the linear part) three times
+    regularizer = PseudoTask(R=3.0, m=1.0, targets="constant")
+    regularizer.switch(True, epoch=0)
+    logits = features @ torch.randn(3, 2)
+    ce = nn.functional.cross_entropy(logits, torch.tensor([0, 1]))
+    step = StepTensors(features, features, logits, torch.tensor([0, 1]))
+    _, stats = regularizer(ce, step)
+    assert names.PTR_LINEAR_FRAC not in stats  # only measured on telemetry steps
+    _, stats = regularizer(ce, StepTensors(features, features, logits, step.labels, measure=True))
+    assert stats[names.PTR_LINEAR_FRAC].item() == pytest.approx(3 / 6)
+    l2 = PseudoTask(R=3.0, targets="constant", loss="l2")
+    l2.switch(True, epoch=0)
+    _, stats = l2(ce, StepTensors(features, features, logits, step.labels, measure=True))
+    assert names.PTR_LINEAR_FRAC not in stats  # L2 never saturates
+
+
+def test_fnp_is_ptr_with_zero_targets():
+    step, ce = ptr_step()
+    fnp, zero = FeatureNormPenalty(R=2.0, loss="l2"), PseudoTask(R=2.0, loss="l2", targets="zero")
+    for regularizer in (fnp, zero):
+        regularizer.switch(True, epoch=0)
+    assert_close(fnp(ce, step)[0], zero(ce, step)[0])
+
+
+def test_feature_norm_penalty_value_and_gradient():
+    from ptr_lightning.regularizers import FeatureNorm
+
+    torch.manual_seed(5)
+    features = torch.randn(6, 4, dtype=DT, requires_grad=True)
+    reg = FeatureNorm(weight=0.2)
+    step = StepTensors(features, features, features, torch.zeros(6, dtype=torch.long))
+    total, stats = reg(torch.tensor(0.5, dtype=DT), step)
+    norm_sq = (features.detach() ** 2).sum(dim=1).mean()
+    assert_close(stats[names.FEATURE_NORM_SQ], norm_sq.float())
+    assert_close(total, 0.5 + 0.2 * norm_sq)
+    total.backward()
+    assert_close(features.grad, 2 * 0.2 * features.detach() / 6)
+    assert reg.active and not reg.gated and reg.feature_term
+    with pytest.raises(ValueError, match="regularizer.weight"):
+        FeatureNorm(weight=-1.0)

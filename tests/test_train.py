@@ -60,6 +60,34 @@ def test_other_regularizers_train(make_cfg, regularizer):
     assert 0.0 <= metrics["test/acc"] <= 1.0
 
 
+@pytest.mark.parametrize(
+    "variant",
+    [
+        (
+            "regularizer.targets=uniform_instance",
+            "regularizer.m_mode=features",
+            "regularizer.switch=epoch",
+        ),
+        ("regularizer.targets=centred", "regularizer.balance=parameters", "regression=l2"),
+        ("regularizer.targets=constant",),
+    ],
+)
+def test_every_ptr_variant_trains(make_cfg, variant):
+    cfg = make_cfg("regularizer.T=100", "trainer.max_epochs=2", *variant)
+    metrics = train(cfg)
+    assert metrics["ptr_switch_epoch"] == 0 and 0.0 <= metrics["test/acc"] <= 1.0
+    on = [r for r in read_metrics_csv(Path(cfg.paths.output_dir)) if r.get("ptr/w")]
+    assert on and all(math.isfinite(float(r["ptr/w"])) and float(r["ptr/w"]) > 0 for r in on)
+
+
+def test_feature_norm_penalty_trains(make_cfg):
+    cfg = make_cfg("method=feature_norm", "trainer.max_epochs=1")
+    metrics = train(cfg)
+    assert cfg.choices.regularizer == "feature_norm" and metrics["ptr_switch_epoch"] is None
+    rows = read_metrics_csv(Path(cfg.paths.output_dir))
+    assert all(float(r["feature_norm/norm_sq"]) > 0 for r in rows if r.get("train/reg_loss"))
+
+
 def test_deterministic_runs_are_identical(make_cfg):
     # model.lr=0.002: this tiny run learns rather than saturating, so seeds really differ
     common = ("regularizer.T=100", "trainer.deterministic=true", "model.lr=0.002")
@@ -95,6 +123,11 @@ def test_deterministic_runs_are_identical(make_cfg):
         ("dataset.classes=[3]", r"dataset.classes=\[3\].*at least 2"),
         ("dataset.val_fraction=0.001", r"dataset.val_fraction=0.001 leaves the val split empty"),
         ("dataset.val_fraction=0.999", r"dataset.val_fraction=0.999 leaves the test split empty"),
+        ("regularizer.targets=gaussian", r"regularizer.targets='gaussian'.*'uniform'"),
+        ("regularizer.m_mode=relative", r"regularizer.m_mode='relative'.*'features'"),
+        ("regularizer.balance=weights", r"regularizer.balance='weights'.*'parameters'"),
+        ("regularizer.switch=never", r"regularizer.switch='never'.*'lr_drop'"),
+        ("telemetry.every_n_steps=-1", r"telemetry.every_n_steps=-1.*0 turns telemetry off"),
     ],
 )
 def test_bad_configuration_fails_before_training(make_cfg, override, message):

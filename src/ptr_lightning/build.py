@@ -30,12 +30,14 @@ from ptr_lightning.backbones import (
     prepare_to_run,
     split_classifier,
 )
+from ptr_lightning.callbacks import SwitchWindow
 from ptr_lightning.checkpoints import AtomicCheckpointIO
 from ptr_lightning.errors import ConfigError
 from ptr_lightning.fault_tolerance import RandomStateCheckpoint
 from ptr_lightning.module import FineTuner, OptimizerSettings
 from ptr_lightning.regularizers import Regularizer
 from ptr_lightning.settings import Rule, check, integer
+from ptr_lightning.telemetry import TelemetrySettings
 
 FLOAT16 = {"16", "16-mixed", "16-true"}
 TRAINER_RULES = {
@@ -73,6 +75,7 @@ class Components:
     regularizer: Regularizer
     optimizer: OptimizerSettings
     schedule: Callable[[torch.optim.Optimizer], Any]
+    telemetry: TelemetrySettings
 
 
 def build_components(cfg: DictConfig) -> Components:
@@ -92,6 +95,7 @@ def build_components(cfg: DictConfig) -> Components:
             head_lr_mult=cfg.model.head_lr_mult,
         ),
         schedule=schedule,
+        telemetry=TelemetrySettings(**(cfg.get("telemetry") or {})),
     )
 
 
@@ -122,6 +126,7 @@ def build_module(
         train_transform=datamodule.train_transform,
         val_transform=datamodule.val_transform,
         test_transform=datamodule.test_transform,
+        telemetry=components.telemetry,
     )
     # After the module took its references (LwF copies the backbone as its eager teacher).
     prepare_to_run(module.backbone, module.head, cfg.model)
@@ -134,10 +139,16 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
 
 
 def build_callbacks(
-    cfg: DictConfig, regularizer: Regularizer, out: Path, *, logging: bool
+    cfg: DictConfig,
+    regularizer: Regularizer,
+    out: Path,
+    *,
+    logging: bool,
+    telemetry: TelemetrySettings | None = None,
 ) -> list[L.Callback]:
     """The regularizer's own callbacks (PtR's switch), the checkpoints, the learning-rate
-    monitor (when something logs) and the config's extra ``callbacks``."""
+    monitor and the CE window around the switch (when something logs) and the config's extra
+    ``callbacks``."""
     callbacks: list[L.Callback] = [
         *regularizer.callbacks(),
         # Written after the module's epoch end (switch decided, schedule stepped), so a resumed
@@ -154,6 +165,8 @@ def build_callbacks(
     ]
     if logging:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+    if logging and regularizer.gated and telemetry and telemetry.watches_switch:
+        callbacks.append(SwitchWindow(telemetry.switch_window))
     callbacks += [instantiate(spec) for spec in (cfg.get("callbacks") or {}).values()]
     return callbacks
 

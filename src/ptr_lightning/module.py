@@ -18,6 +18,7 @@ from ptr_lightning.nonfinite import NonFiniteGuard
 from ptr_lightning.regularizers import Regularizer, StepTensors
 from ptr_lightning.schedules import PaperPlateauLR
 from ptr_lightning.settings import check, fraction, non_negative, positive
+from ptr_lightning.telemetry import TelemetrySettings, entropy_bits, step_telemetry, weight_norm
 from ptr_lightning.transforms import Normalize, SingleView
 
 
@@ -65,6 +66,10 @@ class FineTuner(L.LightningModule):
     and of the last predict pass are kept in ``predictions["test"]`` and
     ``predictions["predict"]`` (under data parallelism, gathered from every rank in the data
     set's order) for the run's ``predictions.npz`` and ``predictions_val.npz``.
+
+    Every ``telemetry.every_n_steps``-th step (when something logs) is also measured
+    (:func:`ptr_lightning.telemetry.step_telemetry`, before the backward, without touching it)
+    and written straight to the loggers at that step; validation logs ``val/entropy``.
     """
 
     def __init__(
@@ -80,6 +85,7 @@ class FineTuner(L.LightningModule):
         train_transform: nn.Module | None = None,
         val_transform: nn.Module | None = None,
         test_transform: nn.Module | None = None,
+        telemetry: TelemetrySettings | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -88,6 +94,7 @@ class FineTuner(L.LightningModule):
         self.val_transform = val_transform or SingleView()
         self.test_transform = test_transform or SingleView()
         self.optimizer_settings, self.schedule = optimizer, schedule
+        self.telemetry = telemetry or TelemetrySettings()
         # nan_strategy="disable": no NaN check, which would read the value (a host sync) every
         # step; a non-finite loss stops training anyway (NonFiniteGuard).
         self.epoch_ce = MeanMetric(nan_strategy="disable")
@@ -164,10 +171,14 @@ class FineTuner(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Any]:
         images, labels = batch
         optimizer = self.optimizers()
+        step = self.global_step  # the row of metrics.csv this batch's metrics go to
+        measure = self.telemetry.due(step) and bool(self.loggers)
         features, logits = self(images)
         ce = F.cross_entropy(logits, labels)
-        total, stats = self.regularizer(ce, StepTensors(images, features, logits, labels))
+        total, stats = self.regularizer(ce, StepTensors(images, features, logits, labels, measure))
         self.nonfinite.observe(self.trainer, ce, total)
+        if measure:
+            self.log_telemetry(step, ce, total, features, stats)
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(total)
         optimizer.step()
@@ -178,9 +189,28 @@ class FineTuner(L.LightningModule):
         # 1 only while a pseudo-task (PtR, FNP) is on; always-on baselines log 0.
         pseudo_task_on = self.regularizer.gated and self.regularizer.active
         self.log(names.PTR_ACTIVE, float(pseudo_task_on), on_step=True, on_epoch=False)
-        if stats:
-            self.log_dict(stats, on_step=True, on_epoch=False)
-        return {"loss": total.detach()}
+        per_step = {key: value for key, value in stats.items() if key not in names.TELEMETRY}
+        if per_step:
+            self.log_dict(per_step, on_step=True, on_epoch=False)
+        return {"loss": total.detach(), names.TRAIN_CE: ce.detach(), "step": step}
+
+    def log_telemetry(
+        self, step: int, ce: Tensor, total: Tensor, features: Tensor, stats: Mapping[str, Any]
+    ) -> None:
+        """Measure this step (the regularizer's own diagnostics are in ``stats``) and log it."""
+        feature_term = self.regularizer.feature_term and self.regularizer.active
+        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
+        measured = step_telemetry(ce, total - ce if feature_term else None, features, backbone)
+        measured[names.HEAD_WEIGHT_NORM] = weight_norm(self.head)
+        measured.update({key: value for key, value in stats.items() if key in names.TELEMETRY})
+        self.log_at(step, measured)
+
+    def log_at(self, step: int, metrics: Mapping[str, Tensor | float]) -> None:
+        """Write ``metrics`` straight to the loggers as the row of ``step`` (which may be an
+        earlier step): not thinned out by ``trainer.log_every_n_steps`` as ``self.log`` is."""
+        row = {key: float(value) for key, value in metrics.items()}
+        for logger in self.loggers:
+            logger.log_metrics(row, step=step)
 
     def view_probabilities(self, views: Tensor) -> Tensor:
         """(B, V, C, H, W) -> class probabilities (B, V, K) of each view."""
@@ -195,6 +225,9 @@ class FineTuner(L.LightningModule):
         self.val_acc(probs, labels)
         # Synced: the schedule's decisions must be the same on every rank.
         self.log(names.VAL_LOSS, loss, on_epoch=True, prog_bar=True, sync_dist=True)
+        if self.telemetry.enabled:
+            entropy = entropy_bits(probs).mean()
+            self.log(names.VAL_ENTROPY, entropy, on_epoch=True, sync_dist=True)
         self.log(names.VAL_ACC, self.val_acc, on_epoch=True, prog_bar=True)
 
     def on_validation_epoch_end(self) -> None:

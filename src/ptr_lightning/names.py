@@ -18,6 +18,8 @@ PTR_W = "ptr/w"
 PTR_G_CE = "ptr/g_ce"
 PTR_G_PTR = "ptr/g_ptr"
 PTR_ACTIVE = "ptr/active"
+PTR_M = "ptr/m"  # the m the targets use (regularizer.m, or x the features' mean)
+FEATURE_NORM_SQ = "feature_norm/norm_sq"  # mean_j ||rep_j||^2 (regularizer=feature_norm)
 LR = "lr"  # prefix of the learning rates, one per parameter group: lr/backbone, lr/head
 VAL_ACC = "val/acc"
 VAL_LOSS = "val/loss"
@@ -25,6 +27,40 @@ TEST_ACC = "test/acc"
 TEST_ACC_1CROP = "test/acc_1crop"
 TEST_MEAN_CLASS_ACC = "test/mean_class_acc"
 TEST_PREFIX = "test/"
+EPOCH = "epoch"  # Lightning's own column beside step-level metrics
+
+# --- telemetry: every telemetry.every_n_steps steps, at that step (telemetry.py) -------------
+FEAT_MEAN = "feat/mean"  # the feature tensor's mean, std and share of exact zeros
+FEAT_STD = "feat/std"
+FEAT_ZERO_FRAC = "feat/zero_frac"
+PTR_LINEAR_FRAC = "ptr/linear_frac"  # share of |rep - t| > 1: where SML1's gradient saturates
+GRAD_COHERENCE_CE = "grad/coherence_ce"  # ||mean_j g_j||^2 / mean_j ||g_j||^2 at the features
+GRAD_COHERENCE_PTR = "grad/coherence_ptr"
+GRAD_SUM_CE = "grad/sum_ce"  # ||sum_j g_j||: the batch-summed gradient at the features
+GRAD_SUM_PTR = "grad/sum_ptr"
+GRAD_PARAM_CE = "grad/param_ce"  # ||d loss / d theta|| over the backbone's parameters
+GRAD_PARAM_PTR = "grad/param_ptr"
+GRAD_PARAM_COS = "grad/param_cos"  # their cosine
+HEAD_WEIGHT_NORM = "head/weight_norm"
+TELEMETRY = frozenset(
+    {
+        FEAT_MEAN,
+        FEAT_STD,
+        FEAT_ZERO_FRAC,
+        PTR_LINEAR_FRAC,
+        GRAD_COHERENCE_CE,
+        GRAD_COHERENCE_PTR,
+        GRAD_SUM_CE,
+        GRAD_SUM_PTR,
+        GRAD_PARAM_CE,
+        GRAD_PARAM_PTR,
+        GRAD_PARAM_COS,
+        HEAD_WEIGHT_NORM,
+    }
+)
+VAL_ENTROPY = "val/entropy"  # mean prediction entropy in bits, per validation (with telemetry)
+# train/ce of each step around the first switch-on, at its own step (telemetry.switch_window)
+TRAIN_CE_AROUND_SWITCH = "train/ce_around_switch"
 
 # --- end-of-run W&B content ------------------------------------------------------------------
 TEST_PER_CLASS = "test/per_class"  # table: class, number of test images, accuracy

@@ -16,12 +16,16 @@ so after weighting, the pseudo-task's mean per-instance gradient norm at the fea
 1/R of the cross-entropy's. Only the classifier head is back-propagated to obtain dL_ce/drep,
 so a training step that back-propagates ``L`` once costs the same as plain fine-tuning.
 
+The paper leaves some choices open; each has a registry here, the paper's reading first:
+:data:`TARGETS` (how ``t`` is drawn), :data:`M_MODES` (what ``m`` is relative to) and
+:data:`BALANCES` (where the two gradient norms are measured).
+
 Nothing here depends on Lightning: use :func:`pseudo_task_loss` from any training loop.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +44,9 @@ REGRESSION_GRADIENTS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "smooth_l1": lambda x, t: (x - t).clamp(-1.0, 1.0),  # beta = 1, torch's default
     "l2": lambda x, t: 2.0 * (x - t),
 }
+
+# |rep - t| beyond which f_reg's gradient is constant (smooth-L1's linear part; beta = 1).
+SATURATION: dict[str, float] = {"smooth_l1": 1.0}
 
 
 # The settings of the algorithm, checked here and by every object that takes them.
@@ -61,6 +68,63 @@ def draw_targets(features: Tensor, m: float, generator: torch.Generator | None =
     return u * (2.0 * m)
 
 
+def per_instance_targets(
+    features: Tensor, m: float, generator: torch.Generator | None = None
+) -> Tensor:
+    """One value ~ Uniform[0, 2m) per instance, shared by its D elements (the paper's
+    "t_j in [0, 2m) where j is an instance in batch i" read literally)."""
+    b = features.shape[0]
+    u = torch.rand((b, 1), generator=generator, device=features.device, dtype=torch.float32)
+    return (u * (2.0 * m)).expand(features.shape)
+
+
+def constant_targets(
+    features: Tensor, m: float, generator: torch.Generator | None = None
+) -> Tensor:
+    """``t = m`` everywhere: uniform targets' pull towards m, without their noise."""
+    return torch.full(features.shape, float(m), device=features.device, dtype=torch.float32)
+
+
+def centred_targets(features: Tensor, m: float, generator: torch.Generator | None = None) -> Tensor:
+    """``t = rep + U(-m, m)``: uniform targets' noise (the same spread 2m), without their pull."""
+    u = torch.rand(features.shape, generator=generator, device=features.device, dtype=torch.float32)
+    return features.detach().float() + (u * 2.0 - 1.0) * m
+
+
+def zero_targets(features: Tensor, m: float, generator: torch.Generator | None = None) -> Tensor:
+    """``t = 0``: FNP, the paper's feature-norm ablation with PtR's balancing (``m`` unused)."""
+    return torch.zeros(features.shape, device=features.device, dtype=torch.float32)
+
+
+# regularizer.targets: (features, m, generator) -> float32 targets of features' shape. Only the
+# random kinds draw from the generator, so the deterministic ones leave its stream alone.
+TARGETS: dict[str, Callable[[Tensor, float, torch.Generator | None], Tensor]] = {
+    "uniform": draw_targets,
+    "uniform_instance": per_instance_targets,
+    "constant": constant_targets,
+    "centred": centred_targets,
+    "zero": zero_targets,
+}
+
+
+def scaled_by_feature_mean(m: float, feature_mean: float | None) -> float:
+    """``m x`` the feature tensor's mean measured over the epoch before the switch."""
+    if feature_mean is None:
+        raise RuntimeError(
+            "regularizer.m_mode=features: no feature mean was measured before the switch"
+        )
+    return m * feature_mean
+
+
+# regularizer.m_mode: (regularizer.m, measured feature mean or None) -> the m the targets use.
+M_MODES: dict[str, Callable[[float, float | None], float]] = {
+    "absolute": lambda m, feature_mean: m,
+    "features": scaled_by_feature_mean,
+}
+TARGETS_RULE = one_of("regularizer.targets", TARGETS, " (how the pseudo-targets are drawn)")
+M_MODE_RULE = one_of("regularizer.m_mode", M_MODES, " (m as given, or x the features' mean)")
+
+
 def mean_row_grad_norm(loss: Tensor, features: Tensor) -> Tensor:
     """``mean_j ||d loss / d features_j||_2``, in float32 at least (half-precision gradients
     would lose the norm's precision); keeps the graph for the step's real backward."""
@@ -79,6 +143,65 @@ def balance_weight(g_ce: Tensor, g_ptr: Tensor, R: float) -> Tensor:
     return torch.where(torch.isfinite(w), w, torch.zeros_like(w)).detach()
 
 
+def parameter_gradients(
+    features: Tensor, feature_grad: Tensor, parameters: Sequence[Tensor]
+) -> list[Tensor]:
+    """``d loss / d theta`` for a loss that reaches ``parameters`` only through ``features``,
+    given ``feature_grad = d loss / d features``: one backward through the part of the graph
+    that made ``features`` (the backbone), nothing written to ``.grad``, the graph kept."""
+    grads = torch.autograd.grad(
+        features,
+        list(parameters),
+        grad_outputs=feature_grad.to(features.dtype),
+        retain_graph=True,
+        allow_unused=True,
+    )
+    return [torch.zeros_like(p) if g is None else g for p, g in zip(parameters, grads, strict=True)]
+
+
+def global_norm(grads: Sequence[Tensor]) -> Tensor:
+    """``||(g_1, ..., g_n)||_2`` over a list of tensors, in float32 at least."""
+    # Not torch.nn.utils.get_total_norm: it keeps bf16 gradients' precision, and is newer
+    # (torch 2.6) than this project's floor.
+    return torch.linalg.vector_norm(
+        torch.stack(
+            [
+                torch.linalg.vector_norm(g.to(torch.promote_types(g.dtype, torch.float32)))
+                for g in grads
+            ]
+        )
+    )
+
+
+def feature_balance(
+    ce_loss: Tensor, features: Tensor, d_ptr: Tensor, parameters: Sequence[Tensor] | None
+) -> tuple[Tensor, Tensor]:
+    """The paper's Eq. 4: the mean per-instance gradient norms at the feature tensor,
+    ``mean_j ||dL_ce/drep_j||`` (through the head only) and ``mean_j ||dL_ptr/drep_j||``."""
+    return mean_row_grad_norm(ce_loss, features), d_ptr.flatten(1).norm(dim=1).mean()
+
+
+def parameter_balance(
+    ce_loss: Tensor, features: Tensor, d_ptr: Tensor, parameters: Sequence[Tensor] | None
+) -> tuple[Tensor, Tensor]:
+    """GradNorm-like (Chen et al., ICML 2018): ``||dL_ce/dtheta||`` and ``||dL_ptr/dtheta||``
+    over ``parameters`` (the backbone's), so that ``||w dL_ptr/dtheta|| = ||dL_ce/dtheta|| / R``.
+    Costs two backward passes through the backbone besides the step's own."""
+    if not parameters:
+        raise ValueError("balance='parameters' needs the backbone's parameters (parameters=...)")
+    (d_ce,) = torch.autograd.grad(ce_loss, features, retain_graph=True)
+    g_ce = global_norm(parameter_gradients(features, d_ce, parameters))
+    return g_ce, global_norm(parameter_gradients(features, d_ptr, parameters))
+
+
+# regularizer.balance: where the two gradient norms that set w are measured.
+BALANCES: dict[str, Callable[..., tuple[Tensor, Tensor]]] = {
+    "features": feature_balance,
+    "parameters": parameter_balance,
+}
+BALANCE_RULE = one_of("regularizer.balance", BALANCES, " (where w balances the two gradients)")
+
+
 def pseudo_task_loss(
     features: Tensor,
     ce_loss: Tensor,
@@ -89,6 +212,8 @@ def pseudo_task_loss(
     targets: Tensor | None = None,
     generator: torch.Generator | None = None,
     reduce: Callable[[Tensor], Tensor] | None = None,
+    balance: str = "features",
+    parameters: Sequence[Tensor] | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Return ``(L_ce + w * L_ptr, stats)`` for one batch (Algorithm 1 of the paper).
 
@@ -102,12 +227,16 @@ def pseudo_task_loss(
         generator: random generator for the targets, on ``features``' device.
         reduce: applied to both batch-mean gradient norms before ``w`` is formed, e.g. a mean
             across data-parallel ranks so that every rank uses the same ``w``.
+        balance: ``"features"`` (the paper: norms at the feature tensor) or ``"parameters"``
+            (norms of the two losses' gradients over ``parameters``); see :data:`BALANCES`.
+        parameters: the backbone's parameters, for ``balance="parameters"``.
 
     Returns:
         ``total`` (differentiable; ``w`` is a constant) and detached ``stats`` with keys
         ``w``, ``g_ce``, ``g_ptr`` and ``ptr_loss``.
     """
     RATIO_RULE.check(R)
+    BALANCE_RULE.check(balance)
     if targets is None:
         targets = draw_targets(features, m, generator)
     # The regression runs on a float32 (or wider) copy of the features so that its gradient,
@@ -115,9 +244,8 @@ def pseudo_task_loss(
     features32 = features.to(torch.promote_types(features.dtype, torch.float32))
     targets = targets.to(features32)
     ptr_loss = regression_loss(features32, targets, loss)
-    g_ce = mean_row_grad_norm(ce_loss, features)
     d_ptr = REGRESSION_GRADIENTS[loss](features32.detach(), targets) / features.numel()
-    g_ptr = d_ptr.flatten(1).norm(dim=1).mean()
+    g_ce, g_ptr = BALANCES[balance](ce_loss, features, d_ptr, parameters)
     if reduce is not None:
         g_ce, g_ptr = reduce(g_ce), reduce(g_ptr)
     w = balance_weight(g_ce, g_ptr, R)

@@ -52,6 +52,7 @@ IGNORED_PREFIXES = (
     "regression.",
     "model.ptr.",
     "optimized_metric",
+    "telemetry.",
     *DATASET_PLUMBING,
     "trainer.accelerator",
     "trainer.devices",

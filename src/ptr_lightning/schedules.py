@@ -4,7 +4,7 @@ Lightning never steps schedulers under manual optimization, but it does checkpoi
 ``configure_optimizers`` returns; both schedules here are returned there, so their state
 (milestones passed, plateau counters, whether training has stopped) is in every checkpoint.
 Both answer ``end_epoch(validation)``, with this epoch's validation metrics or ``None`` when
-the epoch had no validation, and have ``stopped``.
+the epoch had no validation, and have ``stopped`` and ``reduced`` (the rate was lowered once).
 """
 
 from __future__ import annotations
@@ -44,6 +44,10 @@ class MilestoneLR(MultiStepLR):
 
     def end_epoch(self, validation: Mapping[str, float] | None) -> None:
         self.step()
+
+    @property
+    def reduced(self) -> bool:
+        return self.last_epoch >= min(self.milestones, default=math.inf)
 
 
 class PaperPlateauLR:
@@ -107,6 +111,10 @@ class PaperPlateauLR:
         self.reductions += 1
         for group in self.optimizer.param_groups:
             group["lr"] *= self.factor
+
+    @property
+    def reduced(self) -> bool:
+        return self.reductions > 0
 
     def state_dict(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in self.STATE}

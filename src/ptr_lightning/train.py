@@ -118,7 +118,12 @@ def fit_and_test(cfg: DictConfig, components: Components, out: Path) -> dict[str
         del checkpoint
     loggers = build_loggers(cfg)
     signals = SignalRecorder()
-    callbacks = [*build_callbacks(cfg, module.regularizer, out, logging=bool(loggers)), signals]
+    callbacks = [
+        *build_callbacks(
+            cfg, module.regularizer, out, logging=bool(loggers), telemetry=components.telemetry
+        ),
+        signals,
+    ]
     trainer = build_trainer(cfg, callbacks, loggers)
     for logger in loggers:
         logger.log_hyperparams(hyperparameters(cfg, module))

@@ -2,6 +2,7 @@
 
 from ptr_lightning.regularizers.base import Regularizer, StepTensors
 from ptr_lightning.regularizers.bss import BatchSpectralShrinkage
+from ptr_lightning.regularizers.feature_norm import FeatureNorm
 from ptr_lightning.regularizers.l2sp import L2SP
 from ptr_lightning.regularizers.lwf import LearningWithoutForgetting
 from ptr_lightning.regularizers.none import NoRegularizer
@@ -11,6 +12,7 @@ from ptr_lightning.regularizers.pseudo_task import FeatureNormPenalty, PseudoTas
 __all__ = [
     "L2SP",
     "BatchSpectralShrinkage",
+    "FeatureNorm",
     "FeatureNormPenalty",
     "LearningWithoutForgetting",
     "NoRegularizer",

@@ -14,13 +14,16 @@ class StepTensors:
     """What one training step produced, for a regularizer to read.
 
     ``features`` is the (B, D) feature tensor (the classifier's input), inside the graph of
-    ``logits``; ``inputs`` are the images as the backbone saw them.
+    ``logits``; ``inputs`` are the images as the backbone saw them. ``measure`` marks a
+    telemetry step: a regularizer may add its own diagnostics (``names.TELEMETRY``) to its
+    stats then.
     """
 
     inputs: Tensor
     features: Tensor
     logits: Tensor
     labels: Tensor
+    measure: bool = False
 
 
 class Regularizer(nn.Module):
@@ -39,6 +42,9 @@ class Regularizer(nn.Module):
 
     gated: bool = False
     replaces_weight_decay: bool = False  # True: the optimizer applies no weight decay
+    # True: its term is a function of the feature tensor alone (PtR, FNP, the feature-norm
+    # penalty), so telemetry reports that term's gradients as grad/*_ptr.
+    feature_term: bool = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -49,7 +55,8 @@ class Regularizer(nn.Module):
         self.reduce: Callable[[Tensor], Tensor] | None = None
 
     def switch(self, on: bool, epoch: int) -> None:
-        """Set by the switch callback at the end of ``epoch``; the first switch-on is kept."""
+        """Set by the switch callback once per epoch, with its decision at the end of
+        ``epoch``; the first switch-on is kept."""
         if on and self.switch_epoch is None:
             self.switch_epoch = epoch
         self.active = on

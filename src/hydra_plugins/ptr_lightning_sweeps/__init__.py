@@ -1,0 +1,1 @@
+"""ptr-lightning's Hydra sweeper ``hydra/sweeper=grids``: a union of grids, not one product."""
