@@ -2,6 +2,8 @@
 
     python benchmarks/step_cost.py                       # resnet18, CPU, batch 20, 112 px
     python benchmarks/step_cost.py --arch resnet50 --device cuda --bf16 --size 224 --batch 64
+    python benchmarks/step_cost.py --arch resnet50 --device cuda --bf16 --size 224 --batch 20 \
+        --channels-last --compile reduce-overhead          # the GPU fast path (model.compile)
 
 Five steps are timed, interleaved round by round so drift affects all alike:
   ft         L_ce backward + SGD step
@@ -9,8 +11,8 @@ Five steps are timed, interleaved round by round so drift affects all alike:
   naive      a full backward to read dL_ce/drep, then the backward of L_ce + w L_ptr + step
   measured   ptr with the telemetry of a telemetry step (what FineTuner.log_telemetry runs)
   param_bal  ptr with balance="parameters" (w from gradient norms over the backbone)
-and the medians and ratios to ft are printed, with the PtR step's cost when one step in
---telemetry-every is a measured one (telemetry.every_n_steps, default 50).
+and the medians (ms/step and images/s) and ratios to ft are printed, with the PtR step's cost
+when one step in --telemetry-every is a measured one (telemetry.every_n_steps, default 50).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from ptr_lightning.backbones import build_backbone_and_head
+from ptr_lightning.backbones import build_backbone_and_head, prepare_to_run
 from ptr_lightning.paths import CONFIG_DIR
 from ptr_lightning.ptr import draw_targets, pseudo_task_loss, regression_loss
 from ptr_lightning.telemetry import TelemetrySettings, step_telemetry, weight_norm
@@ -37,7 +39,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--size", type=int, default=112)
     p.add_argument("--classes", type=int, default=100)
     p.add_argument("--bf16", action="store_true", help="bf16 autocast")
-    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--channels-last", action="store_true", help="model.channels_last")
+    p.add_argument("--compile", default=None, help="model.compile: default, reduce-overhead")
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--telemetry-every", type=int, default=TelemetrySettings().every_n_steps)
@@ -52,8 +55,10 @@ def main() -> None:
     model_cfg.weights = None
     backbone, head, _ = build_backbone_and_head(model_cfg, args.classes)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    backbone = backbone.to(device, memory_format=memory_format)
-    head = head.to(device)
+    backbone, head = backbone.to(device), head.to(device)
+    # As a run prepares them (FineTuner's backbone and head, compiled as two graphs).
+    runtime = {"compile": args.compile, "channels_last": args.channels_last}
+    prepare_to_run(backbone, head, OmegaConf.create(runtime))
     backbone_params = list(backbone.parameters())
     params = backbone_params + list(head.parameters())
     optimizer = torch.optim.SGD(params, lr=1e-3, momentum=0.9, weight_decay=1e-4)
@@ -133,11 +138,14 @@ def main() -> None:
     medians = {name: statistics.median(t) for name, t in times.items()}
     print(
         f"{args.arch} on {device.type}, batch {args.batch}, {args.size}px, "
-        f"bf16={args.bf16}, channels_last={args.channels_last}, "
+        f"bf16={args.bf16}, channels_last={args.channels_last}, compile={args.compile}, "
         f"threads={torch.get_num_threads()}, {args.rounds} rounds"
     )
     for name, median in medians.items():
-        print(f"  {name:9s} {median * 1000:8.1f} ms/step   x{median / medians['ft']:.3f} of ft")
+        print(
+            f"  {name:9s} {median * 1000:8.1f} ms/step {args.batch / median:9.1f} img/s"
+            f"   x{median / medians['ft']:.3f} of ft"
+        )
     n = args.telemetry_every
     amortized = medians["ptr"] + (medians["measured"] - medians["ptr"]) / n
     print(

@@ -11,7 +11,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from ptr_lightning.paths import CONFIG_DIR
+from ptr_lightning.paths import CONFIG_DIR, register_sweepers
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -33,6 +33,7 @@ TINY = [
 def compose_with_hydra(overrides: list[str] | None = None) -> DictConfig:
     """``conf/config.yaml`` composed with ``overrides``, with Hydra's own node (sweeper,
     launcher) as the CLI sees it before it runs the jobs."""
+    register_sweepers()  # as the CLI's __main__ does
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose("config", overrides=overrides or [], return_hydra_config=True)

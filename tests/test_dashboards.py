@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
+from ptr_lightning import names
 from ptr_lightning.loggers import finish_wandb, make_wandb_logger
 from ptr_lightning.train import train
 from tests.conftest import compose_config
@@ -32,7 +33,7 @@ def only_run(folder):
 def test_each_job_is_named_by_its_overrides_and_grouped_by_its_sweep(digits_sweep):
     jobs = job_folders(digits_sweep.ptr)
     assert len(jobs) == 4
-    names = set()
+    run_names = set()
     for job in jobs:
         run = only_run(job)
         R, m = (OmegaConf.load(job / "config.yaml").regularizer[k] for k in ("R", "m"))
@@ -41,8 +42,8 @@ def test_each_job_is_named_by_its_overrides_and_grouped_by_its_sweep(digits_swee
         assert run.job_type == "ptr-sml1"
         assert run.tags == ["digits", "resnet18", "ptr", f"R={R}", f"m={m}", "seed=0"]
         assert (job / "wandb_run_id.txt").read_text().strip() == run.id
-        names.add(run.name)
-    assert names == {"R=1,m=0.5", "R=1,m=1", "R=3,m=0.5", "R=3,m=1"}
+        run_names.add(run.name)
+    assert run_names == {"R=1,m=0.5", "R=1,m=1", "R=3,m=0.5", "R=3,m=1"}
     ft = only_run(digits_sweep.ft)
     assert (ft.group, ft.job_type) == ("ft", "ft")  # a single run is its own group
     # A single run's name: all its overrides, each key once (the last value), shortened.
@@ -89,6 +90,21 @@ def test_a_run_holds_its_config_summaries_tables_images_and_files(digits_sweep):
     assert set(contents) == EXPECTED_FILES
     md5 = base64.b64encode(hashlib.md5((job / "metrics.json").read_bytes()).digest()).decode()
     assert contents["metrics.json"]["digest"] == md5
+
+
+def test_telemetry_reaches_wandb_at_the_steps_it_measured(digits_sweep):
+    run = only_run(job_folders(digits_sweep.ptr)[0])
+
+    def steps(key):
+        return sorted(row["trainer/global_step"] for row in run.history if key in row)
+
+    # Steps 0 and 3 are measured; the pseudo-task is on from step 3 (the second epoch).
+    for key in (names.FEAT_MEAN, names.GRAD_COHERENCE_CE, names.GRAD_PARAM_CE):
+        assert steps(key) == [0, 3], key
+    for key in (names.GRAD_COHERENCE_PTR, names.GRAD_PARAM_COS, names.PTR_LINEAR_FRAC):
+        assert steps(key) == [3], key
+    assert len(steps(names.VAL_ENTROPY)) == 2  # once per validation
+    assert steps(names.TRAIN_CE_AROUND_SWITCH) == [0, 1, 2, 3, 4, 5]  # every step
 
 
 def test_resume_continues_the_same_wandb_run(make_cfg, tmp_path, monkeypatch):

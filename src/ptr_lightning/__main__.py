@@ -5,7 +5,9 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from ptr_lightning.paths import CONFIG_DIR
+from ptr_lightning.paths import CONFIG_DIR, register_sweepers
+
+register_sweepers()  # before Hydra reads hydra/sweeper=...
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")

@@ -20,6 +20,22 @@ def _config_dir() -> Path:
 CONFIG_DIR = _config_dir()
 
 
+def register_sweepers() -> None:
+    """Make ``hydra/sweeper=grids`` known to Hydra however this project is installed.
+
+    Hydra finds sweepers by listing the ``hydra_plugins`` namespace; an editable install
+    (``pip install -e .``, needed here for the ``conf/`` mapping) serves that namespace through
+    setuptools' import hook, which cannot be listed, so the scan misses the sweeper. Hydra's
+    ``Plugins.register`` is its documented way to add one by hand (a no-op if the scan found it).
+    """
+    from hydra.core.plugins import Plugins
+
+    plugins = Plugins.instance()  # first: the scan re-executes the plugin modules it finds
+    from hydra_plugins.ptr_lightning_sweeps.grid_sweeper import GridSweeper
+
+    plugins.register(GridSweeper)
+
+
 AUTO_RESUME = "auto"
 
 
