@@ -64,6 +64,7 @@ def test_single_run_prints_accuracy_and_writes_its_folder(tmp_path):
     assert (run / "config.yaml").is_file() and (run / ".hydra" / "overrides.yaml").is_file()
 
 
+@pytest.mark.slow  # a folder per job is also checked by the shared W&B sweep and ptr_diagnosis
 def test_multirun_runs_every_combination_in_its_own_folder(tmp_path):
     sweep = tmp_path / "sweep"
     run_cli(
@@ -196,6 +197,7 @@ def test_optuna_search_ranks_only_trials_whose_pseudo_task_switched_on(tmp_path)
     assert "regularizer.R" in results["best_params"]
 
 
+@pytest.mark.slow  # the report over a real sweep is also checked by the ptr_diagnosis test
 def test_multirun_of_two_methods_then_the_report(tmp_path, capsys):
     from ptr_lightning.report import main as report
 

@@ -88,6 +88,7 @@ def test_feature_norm_penalty_trains(make_cfg):
     assert all(float(r["feature_norm/norm_sq"]) > 0 for r in rows if r.get("train/reg_loss"))
 
 
+@pytest.mark.slow  # the resume tests also require runs to repeat exactly
 def test_deterministic_runs_are_identical(make_cfg):
     # model.lr=0.002: this tiny run learns rather than saturating, so seeds really differ
     common = ("regularizer.T=100", "trainer.deterministic=true", "model.lr=0.002")
