@@ -267,3 +267,31 @@ def test_wandb_that_cannot_start_leaves_the_csv_logger(make_cfg, monkeypatch):
     metrics = train(cfg)
     assert 0.0 <= metrics["test/acc"] <= 1.0
     assert (Path(cfg.paths.output_dir) / "csv" / "metrics.csv").is_file()
+
+
+def test_ctrl_c_during_a_checkpoint_write_finishes_it_then_interrupts(tmp_path):
+    import threading
+
+    import torch
+
+    from ptr_lightning.checkpoints import AtomicCheckpointIO, read_checkpoint
+
+    checkpoint = {
+        "state_dict": {"w": torch.arange(4_000_000.0)},
+        "epoch": 3,
+        "global_step": 9,
+        "loops": {},
+        "optimizer_states": [],
+    }
+    path = tmp_path / "last.ckpt"
+    timer = threading.Timer(0.05, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):  # not torch's "unexpected pos" RuntimeError
+        for _ in range(200):
+            AtomicCheckpointIO().save_checkpoint(checkpoint, path)
+    timer.join()
+    saved = read_checkpoint(path)
+    assert saved["epoch"] == 3 and torch.equal(
+        saved["state_dict"]["w"], checkpoint["state_dict"]["w"]
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left

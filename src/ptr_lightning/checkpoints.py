@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +31,29 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
     ) -> None:
-        with atomic_file(Path(path), "wb") as f:
+        # The interrupt outermost: a checkpoint being written is finished and renamed first.
+        with interrupt_after(), atomic_file(Path(path), "wb") as f:
             torch.save(checkpoint, f)
+
+
+@contextmanager
+def interrupt_after() -> Iterator[None]:
+    """Hold a Ctrl+C (SIGINT) back until the block ends, then raise ``KeyboardInterrupt``.
+
+    A ``KeyboardInterrupt`` raised inside ``torch.save``'s writer surfaces as torch's
+    "unexpected pos" ``RuntimeError``: the run would end with that instead of its resume hint.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread can set signal handlers (and receives SIGINT)
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+    if received:
+        raise KeyboardInterrupt
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
