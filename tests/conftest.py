@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -28,6 +29,21 @@ TINY = [
     "trainer.enable_progress_bar=false",
     "trainer.log_every_n_steps=1",
 ]
+
+
+def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a ``python -m ptr_lightning`` subprocess: W&B disabled unless
+    ``extra`` says otherwise, unbuffered output, and the repository root on the path (tests
+    hand the CLI callbacks from tests/)."""
+    repo = str(Path(__file__).parents[1])
+    pythonpath = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
+    return {
+        **os.environ,
+        "WANDB_MODE": "disabled",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": pythonpath,
+        **(extra or {}),
+    }
 
 
 def compose_with_hydra(overrides: list[str] | None = None) -> DictConfig:

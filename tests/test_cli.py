@@ -13,7 +13,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from tests.conftest import TINY
+from tests.conftest import TINY, cli_env
 
 
 def run_cli(
@@ -26,20 +26,10 @@ def run_cli(
     """``python -m ptr_lightning *args``; asserts it exits 0 unless ``succeed=False``.
 
     W&B is disabled unless ``env`` (added to the environment) says otherwise."""
-    # The repository root on the path: tests may hand the CLI callbacks from tests/.
-    repo = str(Path(__file__).parents[1])
-    pythonpath = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
-    env = {
-        **os.environ,
-        "WANDB_MODE": "disabled",
-        "PYTHONUNBUFFERED": "1",
-        "PYTHONPATH": pythonpath,
-        **(env or {}),
-    }
     result = subprocess.run(
         [sys.executable, "-m", "ptr_lightning", *args],
         cwd=cwd,
-        env=env,
+        env=cli_env(env),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -18,29 +18,20 @@ import torch
 from ptr_lightning import names
 from ptr_lightning.errors import CheckpointError, ConfigError, NonFiniteLossError
 from ptr_lightning.train import train
-from tests.conftest import TINY
+from tests.conftest import TINY, cli_env
 from tests.fixtures.sweeps import offline_wandb_env
 from tests.wandb_files import offline_runs
 
 # Deterministic on CPU, at a rate at which this tiny run learns rather than saturates; the
 # pseudo-task switches on at the end of epoch 1 (epoch-mean CE 1.06, then 0.94 < T = 1).
 RUN = [*TINY, "trainer.deterministic=true", "trainer.max_epochs=5", "seed=7", "model.lr=0.002"]
-REPO = str(Path(__file__).parents[1])
 
 
 def start(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    pythonpath = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)
-    env = {
-        **os.environ,
-        "WANDB_MODE": "disabled",
-        "PYTHONUNBUFFERED": "1",
-        **(env or {}),
-        "PYTHONPATH": pythonpath,
-    }
     return subprocess.Popen(
         [sys.executable, "-m", "ptr_lightning", *args],
         cwd=cwd,
-        env=env,
+        env=cli_env(env),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

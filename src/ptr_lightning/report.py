@@ -407,8 +407,9 @@ def switch_notes(epochs: list[int | None] | None) -> list[str]:
     off = sum(e is None for e in epochs)
     if off == len(epochs):
         return [
-            "the pseudo-task never switched on in any run (the epoch-mean CE stayed >= "
-            "regularizer.T): these runs are plain fine-tuning; train longer or raise T"
+            "the pseudo-task never switched on in any run (latch, epoch: the epoch-mean CE "
+            "stayed >= regularizer.T; lr_drop: the rate never dropped): these runs are plain "
+            "fine-tuning"
         ]
     return [f"the pseudo-task never switched on in {off} of {len(epochs)} runs"]
 

@@ -232,7 +232,10 @@ def summary(
             f"pseudo-task on since epoch {metrics['ptr_switch_epoch']}; last step: {telemetry}"
         )
     elif has_pseudo_task:
-        lines.append("pseudo-task: not switched on (epoch-mean CE stayed >= T)")
+        lines.append(
+            "pseudo-task: not switched on (latch, epoch: the epoch-mean CE stayed >= T; "
+            "lr_drop: the rate never dropped)"
+        )
     lines.append(
         f"run folder: {out}  ({names.METRICS_FILE}, {names.CONFIG_FILE}, checkpoints/, "
         f"{names.CSV_DIR}/, {names.SPLIT_FILE}, predictions*.npz)"
@@ -288,8 +291,9 @@ def objective(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
         return None
     if metrics.get("pseudo_task") and metrics.get("ptr_switch_epoch") is None:
         log.warning(
-            "the pseudo-task never switched on (epoch-mean CE stayed >= regularizer.T): this "
-            "run was plain fine-tuning, so it returns no value: the sweeper records a failed trial"
+            "the pseudo-task never switched on (regularizer.switch=%s never turned it on): this "
+            "run was plain fine-tuning, so it returns no value: the sweeper records a failed trial",
+            cfg.regularizer.get("switch", "latch"),
         )
         return None
     value = metrics.get(key)

@@ -23,6 +23,7 @@ from ptr_lightning.ptr import (
     TARGETS,
     TARGETS_RULE,
     pseudo_task_loss,
+    scaled_by_feature_mean,
 )
 from ptr_lightning.regularizers.base import Regularizer, StepTensors
 from ptr_lightning.settings import check, non_negative
@@ -95,6 +96,8 @@ class PseudoTask(Regularizer):
         self.R, self.m, self.T = float(R), float(m), float(T)
         self.loss, self.seed = loss, int(seed)
         self.targets, self.m_mode, self.balance, self.switch_rule = targets, m_mode, balance, switch
+        # Only m_mode=features reads the feature mean; other modes skip its per-step reduction.
+        self.measures_features = M_MODES[m_mode] is scaled_by_feature_mean
         self._generator: torch.Generator | None = None
         self._pending_generator_state: Tensor | None = None
         # The feature tensor's mean while off, over the current epoch (sum of batch means x
@@ -181,7 +184,8 @@ class PseudoTask(Regularizer):
     def forward(self, ce_loss: Tensor, step: StepTensors) -> tuple[Tensor, dict[str, Any]]:
         features = step.features
         if not self.active:
-            self.observe(features)
+            if self.measures_features:
+                self.observe(features)
             return ce_loss, {}
         m = self.current_m
         targets = TARGETS[self.targets](features, m, self.generator(features.device))
