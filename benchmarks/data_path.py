@@ -24,11 +24,11 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from PIL import Image
 
-from ptr_lightning.backbones import build_backbone_and_head
+from ptr_lightning.core.config_dir import CONFIG_DIR
 from ptr_lightning.data.images import decode_all
-from ptr_lightning.paths import CONFIG_DIR
+from ptr_lightning.data.transforms import TenCrop, TrainAugment
+from ptr_lightning.model.backbones import build_backbone_and_head
 from ptr_lightning.ptr import pseudo_task_loss
-from ptr_lightning.transforms import TenCrop, TrainAugment
 
 
 def write_jpegs(folder: Path, n: int) -> list[Path]:

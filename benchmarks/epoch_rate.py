@@ -24,10 +24,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch.utils.data import DataLoader
 
-from ptr_lightning.build import build_module
+from ptr_lightning.core.config_dir import CONFIG_DIR
 from ptr_lightning.data.base import DecodedImages, InMemoryDataModule
-from ptr_lightning.paths import CONFIG_DIR
-from ptr_lightning.transforms import CentreCrop, TrainAugment
+from ptr_lightning.data.transforms import CentreCrop, TrainAugment
+from ptr_lightning.run.build import build_module
 
 
 def parse_args() -> argparse.Namespace:

@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from ptr_lightning.backbones import build_backbone_and_head, prepare_to_run
-from ptr_lightning.paths import CONFIG_DIR
+from ptr_lightning.core.config_dir import CONFIG_DIR
+from ptr_lightning.model.backbones import build_backbone_and_head, prepare_to_run
+from ptr_lightning.model.telemetry import TelemetrySettings, step_telemetry, weight_norm
 from ptr_lightning.ptr import draw_targets, pseudo_task_loss, regression_loss
-from ptr_lightning.telemetry import TelemetrySettings, step_telemetry, weight_norm
 
 
 def parse_args() -> argparse.Namespace:

@@ -12,7 +12,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from ptr_lightning.paths import CONFIG_DIR, register_sweepers
+from ptr_lightning.core.config_dir import CONFIG_DIR
+from ptr_lightning.run.hydra_setup import register_sweepers
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import lightning as L
 
-from ptr_lightning import names
+from ptr_lightning.core import names
 
 
 class RecordPerRank(L.Callback):

@@ -13,35 +13,8 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from tests.conftest import TINY, cli_env
-
-
-def run_cli(
-    *args: str,
-    cwd: Path,
-    succeed: bool = True,
-    env: dict[str, str] | None = None,
-    timeout: float = 300,
-) -> subprocess.CompletedProcess:
-    """``python -m ptr_lightning *args``; asserts it exits 0 unless ``succeed=False``.
-
-    W&B is disabled unless ``env`` (added to the environment) says otherwise."""
-    result = subprocess.run(
-        [sys.executable, "-m", "ptr_lightning", *args],
-        cwd=cwd,
-        env=cli_env(env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
-    if succeed:
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
-def job_folders(sweep: Path) -> list[Path]:
-    return sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+from tests.conftest import TINY
+from tests.fixtures.cli import job_folders, run_cli
 
 
 def test_single_run_prints_accuracy_and_writes_its_folder(tmp_path):
@@ -95,6 +68,29 @@ def test_console_script_is_installed():
     assert "arch: resnet50" in result.stdout
 
 
+TOOLS = {
+    "ptr-report": "ptr_lightning.results.report",
+    "ptr-plots": "ptr_lightning.results.plots",
+    "ptr-analysis": "ptr_lightning.results.analysis",
+    "ptr-workspace": "ptr_lightning.tracking.workspace",
+}
+
+
+def test_every_tool_is_a_console_script_and_a_python_m_module():
+    bin_dir = Path(sys.executable).parent
+    commands = {script: [str(bin_dir / script), "--help"] for script in TOOLS}
+    commands |= {module: [sys.executable, "-m", module, "--help"] for module in TOOLS.values()}
+    started = {
+        name: subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for name, command in commands.items()
+    }
+    for script, module in TOOLS.items():
+        for name in (script, module):
+            out, err = started[name].communicate(timeout=120)
+            assert started[name].returncode == 0, err[-2000:]
+            assert f"usage: {script}" in out  # one program name, whichever way it started
+
+
 def test_non_editable_install_carries_the_configs(tmp_path):
     """A wheel has no top-level conf/: the configs must travel inside the package."""
     target = tmp_path / "site"
@@ -129,7 +125,7 @@ def test_non_editable_install_carries_the_configs(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "arch: vgg16" in result.stdout and "reader: cub200" in result.stdout
     located = subprocess.run(
-        [sys.executable, "-c", "import ptr_lightning.paths as p; print(p.CONFIG_DIR)"],
+        [sys.executable, "-c", "import ptr_lightning.core.config_dir as p; print(p.CONFIG_DIR)"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -189,7 +185,7 @@ def test_optuna_search_ranks_only_trials_whose_pseudo_task_switched_on(tmp_path)
 
 @pytest.mark.slow  # the report over a real sweep is also checked by the ptr_diagnosis test
 def test_multirun_of_two_methods_then_the_report(tmp_path, capsys):
-    from ptr_lightning.report import main as report
+    from ptr_lightning.results.report import main as report
 
     sweep = tmp_path / "sweep"
     run_cli(
@@ -254,7 +250,7 @@ def evaluate_in_one_process(run: Path) -> dict:
     import torch
     from hydra.utils import instantiate
 
-    from ptr_lightning.build import build_module
+    from ptr_lightning.run.build import build_module
 
     cfg = OmegaConf.load(run / "config.yaml")
     datamodule = instantiate(cfg.dataset)
@@ -271,7 +267,7 @@ def evaluate_in_one_process(run: Path) -> dict:
 def test_ptr_diagnosis_sweep_runs_fine_tuning_once_and_the_report_labels_the_variants(
     tmp_path, capsys
 ):
-    from ptr_lightning.report import main as report
+    from ptr_lightning.results.report import main as report
 
     sweep = tmp_path / "sweep"
     run_cli(
@@ -294,9 +290,10 @@ def test_ptr_diagnosis_sweep_runs_fine_tuning_once_and_the_report_labels_the_var
         for line in capsys.readouterr().out.splitlines()
         if line.startswith("| digits")
     }
+    # A label names only what varies: the targets (R and m are the same in every PtR run).
     assert rows == {
         "ft": "1",
-        "ptr-sml1 R=3,m=1,targets=centred": "1",
-        "ptr-sml1 R=3,m=1,targets=constant": "1",
+        "ptr-sml1 targets=centred": "1",
+        "ptr-sml1 targets=constant": "1",
         "fnp-sml1": "1",
     }

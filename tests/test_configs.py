@@ -9,10 +9,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ptr_lightning.backbones import build_backbone_and_head
-from ptr_lightning.build import build_components
-from ptr_lightning.paths import CONFIG_DIR
+from ptr_lightning.core.config_dir import CONFIG_DIR
+from ptr_lightning.model.backbones import build_backbone_and_head
 from ptr_lightning.regularizers import Regularizer
+from ptr_lightning.run.build import build_components
 from tests.conftest import compose_config, compose_with_hydra
 
 

@@ -165,10 +165,10 @@ def test_a_rule_lives_once_the_python_api_and_the_cli_agree(monkeypatch, make_cf
     train(cfg) accept, and all three say the same, before any data is loaded."""
     from pathlib import Path
 
-    from ptr_lightning.errors import ConfigError
+    from ptr_lightning.core.errors import ConfigError
     from ptr_lightning.ptr import RATIO_RULE
     from ptr_lightning.regularizers import PseudoTask
-    from ptr_lightning.train import train
+    from ptr_lightning.run.train import train
 
     monkeypatch.setattr(RATIO_RULE, "test", lambda value: value >= 5)
     monkeypatch.setattr(RATIO_RULE, "allowed", ">= 5 (a tightened bound)")

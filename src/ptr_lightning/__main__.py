@@ -5,7 +5,8 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from ptr_lightning.paths import CONFIG_DIR, register_sweepers
+from ptr_lightning.core.config_dir import CONFIG_DIR
+from ptr_lightning.run.hydra_setup import register_sweepers
 
 register_sweepers()  # before Hydra reads hydra/sweeper=...
 
@@ -15,8 +16,8 @@ def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from ptr_lightning.console import quiet_console
-    from ptr_lightning.train import run_job  # keep --help and tab completion fast
+    from ptr_lightning.run.console import quiet_console
+    from ptr_lightning.run.job import run_job  # keep --help and tab completion fast
 
     quiet_console()
     hydra_cfg = HydraConfig.get()

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ptr_lightning.settings import non_negative, one_of, positive
+from ptr_lightning.core.settings import non_negative, one_of, positive
 
 REGRESSION_LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "smooth_l1": F.smooth_l1_loss,
@@ -47,6 +47,13 @@ REGRESSION_GRADIENTS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 
 # |rep - t| beyond which f_reg's gradient is constant (smooth-L1's linear part; beta = 1).
 SATURATION: dict[str, float] = {"smooth_l1": 1.0}
+
+
+def saturated_fraction(features: Tensor, targets: Tensor, beta: float = 1.0) -> Tensor:
+    """Share of elements with ``|rep - t| > beta``, where smooth-L1's gradient is the constant
+    ``sign(rep - t)`` (its linear part) rather than ``rep - t``."""
+    x = features.detach().to(torch.promote_types(features.dtype, torch.float32))
+    return ((x - targets).abs() > beta).float().mean()
 
 
 # The settings of the algorithm, checked here and by every object that takes them.

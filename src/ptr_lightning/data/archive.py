@@ -3,7 +3,7 @@
 The official archive's index is read by :mod:`ptr_lightning.data.readers`; every image is
 decoded once into its letterboxed uint8 ``image_size`` x ``image_size`` tensor and kept in
 memory (or memory-mapped from ``cache_dir``), and the random augmentation and the ten test
-crops run on batched tensors on the training device (:mod:`ptr_lightning.transforms`), so a
+crops run on batched tensors on the training device (:mod:`ptr_lightning.data.transforms`), so a
 GPU run is not bound by CPU workers.
 """
 
@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from ptr_lightning.core.errors import ConfigError, DatasetError
+from ptr_lightning.core.settings import check, integer, one_of
 from ptr_lightning.data.base import DecodedImages, InMemoryDataModule, log_split_sizes
 from ptr_lightning.data.downloads import DOWNLOADS
 from ptr_lightning.data.images import decode_all
@@ -27,9 +29,7 @@ from ptr_lightning.data.readers import (
     Sample,
     holdout_val,
 )
-from ptr_lightning.errors import ConfigError, DatasetError
-from ptr_lightning.settings import check, integer, one_of
-from ptr_lightning.transforms import CentreCrop, TenCrop, TrainAugment
+from ptr_lightning.data.transforms import CentreCrop, TenCrop, TrainAugment
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,8 @@ class ArchiveDataModule(InMemoryDataModule):
         cache_dir: str | None = None,
         skip_unreadable: bool = False,
     ) -> None:
+        """Long because it takes every ``dataset.*`` key as a keyword: Hydra builds it from the
+        config, and each key is checked here, once."""
         super().__init__(
             name=name,
             batch_size=batch_size,

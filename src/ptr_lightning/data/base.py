@@ -17,8 +17,8 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from ptr_lightning.settings import check, integer
-from ptr_lightning.transforms import Normalize, SingleView
+from ptr_lightning.core.settings import check, integer
+from ptr_lightning.data.transforms import Normalize, SingleView
 
 log = logging.getLogger(__name__)
 _MAX_NAMED = 3

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ptr_lightning.core.errors import ConfigError
+from ptr_lightning.core.settings import Rule, check, integer
 from ptr_lightning.data.base import DecodedImages, InMemoryDataModule, log_split_sizes
 from ptr_lightning.data.readers import VAL_FRACTION_RULE
-from ptr_lightning.errors import ConfigError
-from ptr_lightning.settings import Rule, check, integer
 
 
 def digits_images(image_size: int) -> tuple[torch.Tensor, np.ndarray]:

@@ -22,7 +22,7 @@ from filelock import FileLock
 from PIL import Image, ImageFile
 from tqdm import tqdm
 
-from ptr_lightning.errors import DatasetError
+from ptr_lightning.core.errors import DatasetError
 
 _CACHE_VERSION = 1
 _COPY_CHUNK = 256

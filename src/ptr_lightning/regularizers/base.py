@@ -41,6 +41,7 @@ class Regularizer(nn.Module):
     """
 
     gated: bool = False
+    switch_rule: str | None = None  # a gated regularizer's rule (regularizer.switch)
     replaces_weight_decay: bool = False  # True: the optimizer applies no weight decay
     # True: its term is a function of the feature tensor alone (PtR, FNP, the feature-norm
     # penalty), so telemetry reports that term's gradients as grad/*_ptr.

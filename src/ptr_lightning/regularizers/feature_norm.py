@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ptr_lightning import names
+from ptr_lightning.core import names
+from ptr_lightning.core.settings import check, non_negative
 from ptr_lightning.regularizers.base import Regularizer, StepTensors
-from ptr_lightning.settings import check, non_negative
 
 
 class FeatureNorm(Regularizer):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ptr_lightning import names
+from ptr_lightning.core import names
+from ptr_lightning.core.settings import check, non_negative
 from ptr_lightning.regularizers.base import Regularizer, StepTensors
-from ptr_lightning.settings import check, non_negative
 
 
 def _sq_norm(x: Tensor) -> Tensor:

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ptr_lightning import names
+from ptr_lightning.core import names
+from ptr_lightning.core.settings import check, non_negative, positive
 from ptr_lightning.regularizers.base import Regularizer, StepTensors
-from ptr_lightning.settings import check, non_negative, positive
 
 
 def _at_least_float32(x: Tensor) -> Tensor:

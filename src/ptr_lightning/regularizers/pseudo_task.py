@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ptr_lightning import names
-from ptr_lightning.callbacks import SWITCH_RULE, SWITCHES
+from ptr_lightning.core import names
+from ptr_lightning.core.settings import check, non_negative
 from ptr_lightning.ptr import (
     BALANCE_RULE,
     LOSS_RULE,
@@ -23,11 +23,11 @@ from ptr_lightning.ptr import (
     TARGETS,
     TARGETS_RULE,
     pseudo_task_loss,
+    saturated_fraction,
     scaled_by_feature_mean,
 )
 from ptr_lightning.regularizers.base import Regularizer, StepTensors
-from ptr_lightning.settings import check, non_negative
-from ptr_lightning.telemetry import saturated_fraction
+from ptr_lightning.regularizers.switches import SWITCH_RULE, SWITCHES
 
 
 class PseudoTask(Regularizer):

@@ -1,0 +1,2 @@
+"""What every layer shares and nothing of the package is imported by: names, settings rules,
+errors, the config keys' roles, where the configs are, atomic files."""

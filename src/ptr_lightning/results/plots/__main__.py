@@ -1,0 +1,5 @@
+"""``python -m ptr_lightning.results.plots``."""
+
+from ptr_lightning.results.plots import main
+
+raise SystemExit(main())

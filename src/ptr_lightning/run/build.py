@@ -1,0 +1,214 @@
+"""The parts of a run, built from its composed config; every part checks its own settings.
+
+:func:`build_components` builds everything that needs no data (data module, regularizer,
+optimizer settings, learning-rate schedule, trainer settings), so a bad value fails, naming its
+Hydra key, before anything is written or loaded. :func:`build_pretrained` (in
+:mod:`ptr_lightning.model.backbones`) then loads the weights, and :func:`build_module` puts the
+model together once the data module knows its classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate as hydra_instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from ptr_lightning.core import names
+from ptr_lightning.core.errors import ConfigError
+from ptr_lightning.core.settings import Rule, check, integer
+from ptr_lightning.model.backbones import (
+    ARCH_RULE,
+    COMPILE_RULE,
+    build_pretrained,
+    prepare_to_run,
+    split_classifier,
+)
+from ptr_lightning.model.fine_tuner import FineTuner
+from ptr_lightning.model.optimizer import OptimizerSettings
+from ptr_lightning.model.switch_window import SwitchWindow
+from ptr_lightning.model.telemetry import TelemetrySettings
+from ptr_lightning.regularizers import Regularizer
+from ptr_lightning.run.checkpoints import AtomicCheckpointIO, RandomStateCheckpoint
+from ptr_lightning.run.signals import SignalRecorder
+
+FLOAT16 = {"16", "16-mixed", "16-true"}
+TRAINER_RULES = {
+    "max_epochs": integer("trainer.max_epochs", 1),
+    "precision": Rule(
+        "trainer.precision",
+        lambda v: str(v) not in FLOAT16,
+        "not float16, which PtR does not support: it reads gradients at the feature layer that "
+        "GradScaler does not scale, so they underflow; use trainer.precision=bf16-mixed or "
+        "32-true",
+        kind="any",
+    ),
+}
+
+
+def instantiate(node: Any) -> Any:
+    """Hydra's ``instantiate``, except that a bad setting surfaces as the object's own
+    :class:`ConfigError` (naming the key) rather than wrapped in Hydra's error."""
+    try:
+        return hydra_instantiate(node)
+    except InstantiationException as err:
+        cause: BaseException | None = err
+        while cause is not None and not isinstance(cause, ConfigError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        raise cause from None
+
+
+@dataclass
+class Components:
+    """A run's parts that need no data; each was checked when it was built."""
+
+    datamodule: L.LightningDataModule
+    regularizer: Regularizer
+    optimizer: OptimizerSettings
+    schedule: Callable[[torch.optim.Optimizer], Any]
+    telemetry: TelemetrySettings
+
+
+def build_components(cfg: DictConfig) -> Components:
+    """Build (and so check) every part of ``cfg`` that needs no data and no weights."""
+    check(TRAINER_RULES, max_epochs=cfg.trainer.max_epochs, precision=cfg.trainer.get("precision"))
+    ARCH_RULE.check(cfg.model.arch)
+    COMPILE_RULE.check(cfg.model.get("compile"))
+    schedule = instantiate(cfg.scheduler)  # a partial: the optimizer comes later
+    schedule(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0))  # checks its args
+    return Components(
+        datamodule=instantiate(cfg.dataset),
+        regularizer=instantiate(cfg.regularizer),
+        optimizer=OptimizerSettings(
+            lr=cfg.model.lr,
+            momentum=cfg.optimizer.momentum,
+            weight_decay=cfg.model.weight_decay,
+            head_lr_mult=cfg.model.head_lr_mult,
+        ),
+        schedule=schedule,
+        telemetry=TelemetrySettings(**(cfg.get("telemetry") or {})),
+    )
+
+
+@dataclass
+class Assembly:
+    """A run put together: its data (set up), model, loggers and trainer."""
+
+    datamodule: L.LightningDataModule
+    module: FineTuner
+    loggers: list[Any]
+    trainer: L.Trainer
+    signals: SignalRecorder  # which signal, if any, stopped training
+
+
+def assemble(cfg: DictConfig, components: Components) -> Assembly:
+    """Every part of the run, built once. The cheap checks of the data (its index) and of the
+    weights come before the slow part, decoding the images."""
+    datamodule = components.datamodule
+    datamodule.prepare_data()
+    pretrained = build_pretrained(cfg.model)
+    datamodule.setup("fit")
+    module = build_module(cfg, datamodule, components, pretrained)
+    loggers = build_loggers(cfg)
+    signals = SignalRecorder()
+    callbacks = build_callbacks(
+        cfg,
+        module.regularizer,
+        Path(cfg.paths.output_dir),
+        logging=bool(loggers),
+        telemetry=components.telemetry,
+    )
+    trainer = build_trainer(cfg, [*callbacks, signals], loggers)
+    return Assembly(datamodule, module, loggers, trainer, signals)
+
+
+def build_module(
+    cfg: DictConfig,
+    datamodule,
+    components: Components | None = None,
+    pretrained: nn.Module | None = None,
+) -> FineTuner:
+    """The LightningModule for ``cfg``, with the (set up) data module's classes and transforms.
+
+    ``components`` and ``pretrained`` are built from ``cfg`` when not given.
+    """
+    components = components or build_components(cfg)
+    pretrained = pretrained if pretrained is not None else build_pretrained(cfg.model)
+    num_classes = datamodule.num_classes
+    backbone, head, source_classifier = split_classifier(
+        pretrained, list(cfg.model.head), num_classes
+    )
+    module = FineTuner(
+        backbone,
+        head,
+        components.regularizer,
+        source_classifier=source_classifier,
+        num_classes=num_classes,
+        optimizer=components.optimizer,
+        schedule=components.schedule,
+        train_transform=datamodule.train_transform,
+        val_transform=datamodule.val_transform,
+        test_transform=datamodule.test_transform,
+        telemetry=components.telemetry,
+    )
+    # After the module took its references (LwF copies the backbone as its eager teacher).
+    prepare_to_run(module.backbone, module.head, cfg.model)
+    return module
+
+
+def build_loggers(cfg: DictConfig) -> list[Any]:
+    loggers = [instantiate(spec) for spec in (cfg.get("logger") or {}).values()]
+    return [logger for logger in loggers if logger is not None]
+
+
+def build_callbacks(
+    cfg: DictConfig,
+    regularizer: Regularizer,
+    out: Path,
+    *,
+    logging: bool,
+    telemetry: TelemetrySettings | None = None,
+) -> list[L.Callback]:
+    """The regularizer's own callbacks (PtR's switch), the checkpoints, the learning-rate
+    monitor and the CE window around the switch (when something logs) and the config's extra
+    ``callbacks``."""
+    callbacks: list[L.Callback] = [
+        *regularizer.callbacks(),
+        # Written after the module's epoch end (switch decided, schedule stepped), so a resumed
+        # run starts from exactly the state the uninterrupted run had at that point.
+        ModelCheckpoint(
+            dirpath=out / names.LAST_CHECKPOINT.parent,
+            filename=names.LAST_CHECKPOINT.stem,  # one file, replaced every epoch
+            save_top_k=1,
+            monitor=None,
+            enable_version_counter=False,
+            save_on_train_epoch_end=True,
+        ),
+        RandomStateCheckpoint(),
+    ]
+    if logging:
+        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+    if logging and regularizer.gated and telemetry and telemetry.watches_switch:
+        callbacks.append(SwitchWindow(telemetry.switch_window))
+    callbacks += [instantiate(spec) for spec in (cfg.get("callbacks") or {}).values()]
+    return callbacks
+
+
+def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[Any]) -> L.Trainer:
+    return L.Trainer(
+        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        callbacks=callbacks,
+        logger=loggers or False,
+        default_root_dir=cfg.paths.output_dir,
+        plugins=[AtomicCheckpointIO()],
+    )

@@ -1,0 +1,94 @@
+"""model.weights: random, torchvision state_dict files, checkpoints of earlier runs, errors."""
+
+from __future__ import annotations
+
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from omegaconf import OmegaConf
+
+from ptr_lightning.core.config_dir import CONFIG_DIR
+from ptr_lightning.core.errors import WeightsError
+from ptr_lightning.model.backbones import build_backbone_and_head
+from ptr_lightning.run.train import train
+
+
+def model_cfg(arch="resnet18", weights=None, head=("fc",)):
+    return OmegaConf.create(
+        {"arch": arch, "weights": weights, "imagenet_weights": "IMAGENET1K_V1", "head": list(head)}
+    )
+
+
+def test_torchvision_state_dict_file_loads_everything_but_the_classifier(tmp_path):
+    source = torchvision.models.resnet18()
+    path = tmp_path / "resnet18.pth"
+    torch.save(source.state_dict(), path)
+    backbone, head, source_classifier = build_backbone_and_head(model_cfg(weights=str(path)), 7)
+    torch.testing.assert_close(backbone.conv1.weight, source.conv1.weight)
+    torch.testing.assert_close(source_classifier.weight, source.fc.weight)
+    assert isinstance(backbone.fc, torch.nn.Identity)
+    assert head[-1].out_features == 7 and head[-1].in_features == 512
+
+
+def test_vgg_feature_tensor_is_fc7_after_relu_and_head_is_dropout_plus_linear():
+    cfg = OmegaConf.load(CONFIG_DIR / "model" / "vgg16.yaml")
+    cfg.weights = None
+    with torch.device("meta"):
+        backbone, head, _ = build_backbone_and_head(cfg, 5)
+    assert isinstance(backbone.classifier[4], torch.nn.ReLU)
+    assert all(isinstance(backbone.classifier[i], torch.nn.Identity) for i in (5, 6))
+    assert isinstance(head[0], torch.nn.Dropout) and head[0].p == 0.5
+    assert head[1].in_features == 4096 and head[1].out_features == 5
+
+
+def test_checkpoint_of_a_source_run_initialises_the_target_backbone(make_cfg):
+    source_cfg = make_cfg("dataset.classes=[0,1,2,3,4]", "trainer.max_epochs=1", out="source")
+    train(source_cfg)
+    ckpt = Path(source_cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, weights_only=True)["state_dict"]
+
+    target_cfg = make_cfg(f"model.weights={ckpt}", "dataset.classes=[5,6]", out="target")
+    backbone, head, source_classifier = build_backbone_and_head(target_cfg.model, 2)
+    torch.testing.assert_close(
+        backbone.layer4[1].conv2.weight, state["backbone.layer4.1.conv2.weight"]
+    )
+    assert head[-1].out_features == 2  # fresh classifier for the target's classes
+    torch.testing.assert_close(source_classifier.weight, state["head.0.weight"])
+    metrics = train(target_cfg)
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(WeightsError, match="no such file"):
+        build_backbone_and_head(model_cfg(weights=str(tmp_path / "nope.pth")), 3)
+
+
+def test_file_that_is_not_a_checkpoint(tmp_path):
+    path = tmp_path / "garbage.pth"
+    path.write_bytes(b"\x00not a torch file" * 10)
+    with pytest.raises(WeightsError, match="not a readable PyTorch weights file"):
+        build_backbone_and_head(model_cfg(weights=str(path)), 3)
+
+
+def test_weights_of_another_backbone_list_mismatched_keys(tmp_path):
+    path = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    with pytest.raises(WeightsError) as err:
+        build_backbone_and_head(model_cfg(arch="resnet50", weights=str(path)), 3)
+    message = str(err.value)
+    assert "missing" in message and "wrong shape" in message and "layer1.0.conv3.weight" in message
+
+
+def test_imagenet_weights_offline_say_where_to_put_the_file(monkeypatch):
+    def offline(self, *args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torchvision.models.WeightsEnum, "get_state_dict", offline)
+    with pytest.raises(WeightsError) as err:
+        build_backbone_and_head(model_cfg(weights="imagenet"), 3)
+    message = str(err.value)
+    assert "resnet18-f37072fd.pth" in message and "checkpoints" in message
+    assert "model.weights=" in message
