@@ -135,28 +135,38 @@ def test_non_editable_install_carries_the_configs(tmp_path):
     assert Path(located.stdout.strip()) == target / "ptr_lightning" / "conf"
 
 
-def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
+def test_a_failing_job_is_recorded_the_sweep_goes_on_and_then_exits_non_zero(tmp_path):
     sweep = tmp_path / "sweep"
     # R=-1 is refused by the config check: that job fails, the R=3 job still runs.
-    run_cli(
+    result = run_cli(
         "-m",
         *TINY,
         "trainer.max_epochs=1",
         "regularizer.R=-1,3",
         f"hydra.sweep.dir={sweep}",
         cwd=tmp_path,
+        succeed=False,
     )
     failed, ok = sweep / "0", sweep / "1"
     assert "regularizer.R=-1" in (failed / "error.txt").read_text()
     assert not (failed / "metrics.json").exists()
     assert (ok / "metrics.json").is_file() and not (ok / "error.txt").exists()
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert f"1 of 2 jobs failed (their error.txt: 0 in {sweep})" in result.stderr
 
 
 def test_a_failing_single_run_exits_non_zero_and_keeps_its_error(tmp_path):
-    result = run_cli("regularizer.R=0", f"hydra.run.dir={tmp_path}", cwd=tmp_path, succeed=False)
-    assert result.returncode != 0
-    assert "regularizer.R=0" in result.stderr
-    assert "ConfigError" in (tmp_path / "error.txt").read_text()
+    """A run that starts, then fails (its data is not there), keeps its traceback."""
+    result = run_cli(
+        "dataset=imagefolder",
+        f"dataset.root={tmp_path / 'no_data'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+        succeed=False,
+    )
+    assert result.returncode == 1
+    assert "DatasetError" in result.stderr and "Traceback" not in result.stderr
+    assert "DatasetError" in (tmp_path / "run" / "error.txt").read_text()
 
 
 def test_optuna_search_ranks_only_trials_whose_pseudo_task_switched_on(tmp_path):

@@ -387,6 +387,41 @@ def test_imagefolder_reads_every_format_pillow_reads(tmp_path: Path) -> None:
     assert images.shape == (7, 3, 16, 16) and skipped == []
 
 
+def test_imagefolder_leaves_out_hidden_files_and_folders_and_formats_it_cannot_decode(
+    tmp_path: Path,
+) -> None:
+    for name in ("train/cat/a.png", "train/dog/b.png", "test/cat/c.png"):
+        write_image(tmp_path / name)
+    (tmp_path / "train" / ".ipynb_checkpoints").mkdir()  # Jupyter's: an empty "class"
+    write_image(tmp_path / "train" / ".cache" / "d.png")  # a hidden folder with an image
+    write_image(tmp_path / "train" / "cat" / "._a.png")  # macOS's copy of a.png's metadata
+    (tmp_path / "train" / "dog" / ".DS_Store").write_bytes(b"\0\0")
+    for name in ("e.ps", "f.eps", "g.mpg", "h.mpeg"):  # Pillow cannot decode these here
+        (tmp_path / "train" / "dog" / name).write_bytes(b"x")
+    index = read_imagefolder(tmp_path)
+    assert index.class_names == ["cat", "dog"]
+    assert rel(index.train, tmp_path) == ["train/cat/a.png", "train/dog/b.png"]
+    # EPS decodes where Ghostscript is installed; MPEG never (Pillow reads only its header).
+    eps = [] if images.EpsImagePlugin.has_ghostscript() else ["e.ps", "f.eps"]
+    assert sorted(p.name for p in index.ignored) == sorted(["g.mpg", "h.mpeg", *eps])
+
+
+def test_imagefolder_follows_folder_links_and_lists_loops(tmp_path: Path) -> None:
+    write_image(tmp_path / "train" / "cat" / "a.png")
+    write_image(tmp_path / "elsewhere" / "more" / "b.png")
+    (tmp_path / "train" / "cat" / "linked").symlink_to(tmp_path / "elsewhere" / "more")
+    write_image(tmp_path / "train" / "dog" / "c.png")
+    (tmp_path / "train" / "dog" / "again").symlink_to(tmp_path / "train" / "dog")  # a loop
+    write_image(tmp_path / "test" / "cat" / "d.png")
+    index = read_imagefolder(tmp_path)
+    assert rel(index.train, tmp_path) == [
+        "train/cat/a.png",
+        "train/cat/linked/b.png",
+        "train/dog/c.png",
+    ]
+    assert index.loops == (tmp_path / "train" / "dog" / "again",)
+
+
 def test_imagefolder_errors_name_the_accepted_extensions(tmp_path: Path) -> None:
     write_image(tmp_path / "train" / "cat" / "a.png")
     (tmp_path / "train" / "dog" / "photo.heif").parent.mkdir(parents=True)
@@ -505,7 +540,7 @@ def test_load_letterboxed_truncated_names_path(tmp_path: Path) -> None:
     with pytest.raises(UnreadableImageError) as err:
         load_letterboxed(bad)
     assert err.value.path == bad
-    assert_error_mentions(err.value, str(bad), "Delete or replace", "skip_unreadable")
+    assert_error_mentions(err.value, str(bad), "Delete or replace", "dataset.skip_unreadable=true")
     assert isinstance(err.value, DatasetError)
 
 

@@ -66,11 +66,24 @@ def test_missing_file(tmp_path):
         build_backbone_and_head(model_cfg(weights=str(tmp_path / "nope.pth")), 3)
 
 
-def test_file_that_is_not_a_checkpoint(tmp_path):
-    path = tmp_path / "garbage.pth"
-    path.write_bytes(b"\x00not a torch file" * 10)
-    with pytest.raises(WeightsError, match="not a readable PyTorch weights file"):
-        build_backbone_and_head(model_cfg(weights=str(path)), 3)
+def test_a_file_or_folder_that_holds_no_weights_is_named_with_what_to_give(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("hello\n")
+    with pytest.raises(WeightsError) as err:
+        build_backbone_and_head(model_cfg(weights=str(text)), 3)
+    assert f"model.weights='{text}' is not a PyTorch weights file" in str(err.value)
+    assert "torchvision state_dict (.pth)" in str(err.value)
+
+    truncated = tmp_path / "truncated.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), truncated)
+    truncated.write_bytes(truncated.read_bytes()[:1000])
+    with pytest.raises(WeightsError, match="cannot be read: it is truncated, damaged"):
+        build_backbone_and_head(model_cfg(weights=str(truncated)), 3)
+
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "resnet18.pth").write_bytes(b"PK")
+    with pytest.raises(WeightsError, match=r"is a folder \(it holds resnet18.pth\)"):
+        build_backbone_and_head(model_cfg(weights=str(tmp_path / "folder")), 3)
 
 
 def test_weights_of_another_backbone_list_mismatched_keys(tmp_path):

@@ -163,8 +163,12 @@ def test_sigint_leaves_the_resume_hint_and_a_second_run_in_the_folder_is_refused
     run = tmp_path / "run"
     first = start([*TINY, "trainer.max_epochs=200", f"hydra.run.dir={run}"], tmp_path)
     wait_for_checkpoints(run / names.LAST_CHECKPOINT, 1, first)
-    code, output = completed([*TINY, f"hydra.run.dir={run}"], tmp_path)
+    live_config = (run / ".hydra" / "config.yaml").read_text()
+    code, output = completed([*TINY, "seed=1", f"hydra.run.dir={run}"], tmp_path)
     assert code == 1 and "another run is using" in output and "Traceback" not in output
+    # Refused before anything was written: the live run's records are its own.
+    assert (run / ".hydra" / "config.yaml").read_text() == live_config
+    assert not (run / names.ERROR_FILE).exists() and names.ERROR_FILE not in output
     first.send_signal(signal.SIGINT)
     output = finish(first)
     assert first.returncode == 128 + signal.SIGINT, output[-3000:]
@@ -191,9 +195,16 @@ def test_an_unreadable_checkpoint_is_named_with_what_to_do(make_cfg, tmp_path):
     cfg = make_cfg("trainer.max_epochs=1")
     train(cfg)
     run = Path(cfg.paths.output_dir)
-    (run / names.LAST_CHECKPOINT).write_bytes(b"truncated")
-    with pytest.raises(CheckpointError, match=r"last.ckpt cannot be read .*start the run again"):
+    last = run / names.LAST_CHECKPOINT
+    last.write_bytes(last.read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match=r"last.ckpt cannot be read .*truncated or damaged"):
         train(make_cfg(f"resume={run}"))
+    text = tmp_path / "notes.txt"
+    text.write_text("a text file\n")
+    with pytest.raises(CheckpointError) as err:
+        train(make_cfg(f"ckpt_path={text}", out="other"))
+    assert "notes.txt is not a PyTorch checkpoint" in str(err.value)
+    assert "start the run again" not in str(err.value)
 
 
 def test_ckpt_path_that_is_no_checkpoint_or_does_not_fit(make_cfg, tmp_path):

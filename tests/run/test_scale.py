@@ -63,13 +63,15 @@ def test_cluster_presets_compose_their_launchers():
     GlobalHydra.instance().clear()
 
 
-def test_model_compile_compiles_backbone_and_head_keeping_their_names(make_cfg):
+def test_model_compile_compiles_backbone_and_head_keeping_their_names(make_cfg, caplog):
     from hydra.utils import instantiate
 
     cfg = make_cfg("model.compile=default")
     datamodule = instantiate(cfg.dataset)
     datamodule.setup("fit")
-    module = build_module(cfg, datamodule)
+    with caplog.at_level("INFO", logger="ptr_lightning"):
+        module = build_module(cfg, datamodule)
+    assert caplog.text.count("model.compile=default: compiling the backbone and the head") == 1
     assert module.backbone._compiled_call_impl is not None
     assert module.head._compiled_call_impl is not None
     assert all(

@@ -147,3 +147,20 @@ def test_a_sweep_trial_whose_pseudo_task_never_switched_on_is_not_ranked(make_cf
     assert objective(cfg, {**never, "ptr_switch_epoch": 3}) == 0.9
     assert objective(cfg, {"val/acc": 0.7, "pseudo_task": False, "ptr_switch_epoch": None}) == 0.7
     assert objective(cfg, {"val/acc": float("nan"), "pseudo_task": False}) is None
+
+
+def test_the_end_of_run_line_names_the_switch_rule_in_use_and_its_cause_only():
+    from ptr_lightning.run.run_files import summary
+
+    metrics = {
+        "test/acc": 0.5,
+        "test/acc_1crop": 0.5,
+        "test/mean_class_acc": 0.5,
+        "epochs": 3,
+        "seconds": 9.0,
+        "ptr_switch_epoch": None,
+    }
+    line = summary(metrics, {}, Path("run"), "lr_drop").splitlines()[1]
+    assert line == "the pseudo-task never switched on (lr_drop: the learning rate never dropped)"
+    assert "regularizer.T" in summary(metrics, {}, Path("run"), "latch")
+    assert "never switched on" not in summary(metrics, {}, Path("run"), None)  # no pseudo-task

@@ -172,3 +172,53 @@ def test_a_wandb_server_that_never_answers_falls_back_to_offline(tmp_path, monke
         server.close()
     assert "did not answer within 5 s" in caplog.text
     assert only_run(tmp_path).name == "probe"
+
+
+def test_a_group_is_never_an_absolute_path(tmp_path, monkeypatch):
+    from ptr_lightning.tracking.run_identity import run_group
+
+    monkeypatch.chdir(tmp_path)
+    cfg = OmegaConf.create(
+        {"run": {"job_num": 3, "sweep_dir": "/home/someone/experiments/sweep-7"}, "paths": {}}
+    )
+    assert run_group(cfg) == "sweep-7"  # outside where it ran: its name
+    cfg.run.sweep_dir = str(tmp_path / "multirun" / "2026-12-02" / "10-00-00")
+    assert run_group(cfg) == "multirun/2026-12-02/10-00-00"
+
+
+@pytest.mark.slow  # W&B's own client gives up on a slow answer when the machine is loaded
+def test_a_server_that_refuses_the_key_is_named_with_its_answer(tmp_path, monkeypatch, caplog):
+    """A bad API key: the server answers 401 at once; the run logs offline and says why."""
+    import http.server
+
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def answer(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = b'{"errors": [{"message": "user is not logged in"}]}'
+            self.send_response(401)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = answer
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    for key, value in offline_wandb_env(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setenv("WANDB_API_KEY", "0" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{server.server_address[1]}")
+    (tmp_path / names.WANDB_RUN_ID_FILE).write_text("resumedrun1\n")  # a resumed run's id
+    try:
+        logger = make_wandb_logger(str(tmp_path), "ptr-lightning", name="probe")
+        assert logger is not None and logger.experiment.settings.mode == "offline"
+        assert logger.experiment.id == "resumedrun1"
+    finally:
+        finish_wandb()
+        server.shutdown()
+    assert "W&B refused the online run (" in caplog.text and "401" in caplog.text
+    assert "did not answer" not in caplog.text

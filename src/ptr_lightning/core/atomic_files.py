@@ -74,3 +74,14 @@ def write_npz(path: Path, **arrays: Any) -> None:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def writable(folder: Path) -> str | None:
+    """None if figures can be written into ``folder`` (made if missing), else why not."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        return f"{err.strerror or err}"
+    return None

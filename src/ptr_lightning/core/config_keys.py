@@ -28,6 +28,7 @@ PLUMBING = (
     "choices",  # the group options; their content is compared key by key
     "resume",
     "ckpt_path",
+    "overwrite",
     "gpu_pool",
     "optimized_metric",
     "telemetry",  # measuring never changes training (tests/model/test_telemetry.py)

@@ -21,7 +21,11 @@ class CheckpointError(RuntimeError):
     """A checkpoint cannot be read, or does not fit the model it should continue."""
 
 
-class RunFolderInUseError(RuntimeError):
+class RunFolderError(RuntimeError):
+    """The run folder holds another run, which this one would overwrite."""
+
+
+class RunFolderInUseError(RunFolderError):
     """Another live run holds the run folder."""
 
 
@@ -42,5 +46,5 @@ USER_ERRORS = (
     WeightsError,
     NonFiniteLossError,
     CheckpointError,
-    RunFolderInUseError,
+    RunFolderError,
 )

@@ -81,6 +81,19 @@ CSV_METRICS = Path(CSV_DIR) / "metrics.csv"
 CSV_BEFORE_RESUME = "metrics.before-resume-*.csv"  # a resumed run's earlier CSV logs (glob)
 HYDRA_MULTIRUN_FILE = "multirun.yaml"  # Hydra's record of a sweep, in the sweep folder
 WANDB_RUN_ID_FILE = "wandb_run_id.txt"  # so resume= continues the same W&B run
+# What a run writes into its folder, and what overwrite=true replaces; the first four mean the
+# folder holds a run.
+RUN_OUTPUTS = (
+    CONFIG_FILE,
+    METRICS_FILE,
+    str(LAST_CHECKPOINT.parent),
+    CSV_DIR,
+    SPLIT_FILE,
+    *PREDICTIONS_FILES.values(),
+    WANDB_RUN_ID_FILE,
+    ERROR_FILE,
+)
+RUN_MARKERS = RUN_OUTPUTS[:4]
 
 # --- files of the report command ---------------------------------------------------------------
 REPORT_MD = "report.md"

@@ -33,7 +33,7 @@ class Rule:
         """Return ``value``, or raise :class:`ConfigError` naming the key and what is allowed."""
         if self.kind != "any" and not _is_number(value, integer=self.kind == "integer"):
             what = "an integer" if self.kind == "integer" else "a number"
-            raise ConfigError(f"{self.key}={value!r} must be {what} {self.allowed}")
+            raise ConfigError(f"{self.key}={value!r} is not {what}: it must be {self.allowed}")
         if not self.test(value):
             raise ConfigError(f"{self.key}={value!r} is not allowed: it must be {self.allowed}")
         return value
@@ -77,3 +77,7 @@ def check(rules: dict[str, Rule], **values: Any) -> None:
     """Check each ``name=value`` against ``rules[name]``."""
     for name, value in values.items():
         rules[name].check(value)
+
+
+# The run's own seed, checked first: every other part (the regularizer's targets) derives from it.
+SEED_RULE = integer("seed", 0, why=" (it drives every random draw of the run)")

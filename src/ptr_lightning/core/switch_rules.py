@@ -3,6 +3,8 @@ never switched on: read by the switch callbacks, the run's summary, sweeps and t
 
 from __future__ import annotations
 
+from ptr_lightning.core.settings import one_of
+
 DEFAULT_SWITCH = "latch"
 # rule -> the cause when a run under it never switched the pseudo-task on
 NEVER_ON_BECAUSE = {
@@ -10,6 +12,8 @@ NEVER_ON_BECAUSE = {
     "epoch": "the epoch-mean training CE stayed >= regularizer.T",
     "lr_drop": "the learning rate never dropped",
 }
+
+SWITCH_RULE = one_of("regularizer.switch", NEVER_ON_BECAUSE, " (when the pseudo-task is on)")
 
 
 def never_switched_on(rule: str | None, where: str = "") -> str:

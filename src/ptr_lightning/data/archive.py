@@ -240,5 +240,13 @@ class ArchiveDataModule(InMemoryDataModule):
                 len(index.ignored),
                 [str(p) for p in index.ignored[:3]],
             )
+        if index.loops:
+            log.warning(
+                "%s: did not follow %d folder link(s) that lead back into a folder already "
+                "read (a loop), e.g. %s",
+                self.name,
+                len(index.loops),
+                [str(p) for p in index.loops[:3]],
+            )
         for split, samples in splits.items():
             setattr(self, f"{split}_dataset", self._decode(split, samples))

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from filelock import FileLock
-from PIL import Image, ImageFile
+from PIL import EpsImagePlugin, Image, ImageFile
 from tqdm import tqdm
 
 from ptr_lightning.core.errors import DatasetError
@@ -35,22 +35,24 @@ class UnreadableImageError(DatasetError):
         self.path = Path(path)
         reason = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
         super().__init__(
-            f"cannot decode image {self.path}{reason}. Delete or replace the file, or set the "
-            "data set's skip_unreadable option to leave unreadable images out."
+            f"cannot decode image {self.path}{reason}. Delete or replace the file, or set "
+            "dataset.skip_unreadable=true to leave unreadable images out (they are counted)."
         )
 
 
 @functools.cache
 def readable_extensions() -> frozenset[str]:
-    """File extensions (lower case, with the dot) of every format Pillow decodes itself.
+    """File extensions (lower case, with the dot) of every format Pillow decodes here.
 
-    Pillow's own registry, less its save-only formats (PDF, Palm) and its stubs (HDF5, GRIB,
-    BUFR, WMF), which need a handler installed from outside Pillow.
+    Pillow's own registry, less its save-only formats (PDF, Palm), its stubs (HDF5, GRIB, BUFR,
+    WMF), which need a handler installed from outside Pillow, MPEG (.mpg, .mpeg: Pillow only
+    reads the header) and, where Ghostscript is not installed, EPS (.eps, .ps).
     """
     registered = Image.registered_extensions()  # imports every plugin first
+    undecodable = {"MPEG"} | (set() if EpsImagePlugin.has_ghostscript() else {"EPS"})
 
     def decodes(fmt: str) -> bool:
-        if fmt not in Image.OPEN:
+        if fmt not in Image.OPEN or fmt in undecodable:
             return False
         factory = Image.OPEN[fmt][0]  # a class, or a function (JPEG's)
         return not (isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile))

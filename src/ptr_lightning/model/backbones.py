@@ -8,6 +8,7 @@ module is a Linear layer that is always replaced by a fresh one for the target's
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import torch
@@ -17,6 +18,8 @@ from torch import nn
 from ptr_lightning.core.errors import ConfigError
 from ptr_lightning.core.settings import Rule, one_of
 from ptr_lightning.model.weights import load_pretrained
+
+log = logging.getLogger(__name__)
 
 ARCH_RULE = Rule(
     "model.arch",
@@ -94,9 +97,14 @@ def prepare_to_run(backbone: nn.Module, head: nn.Module, model_cfg) -> None:
     step, so the pseudo-task can take the cross-entropy's gradient at it; compiling the whole
     training step would break that ``autograd.grad``.
     """
-    mode = COMPILE_RULE.check(model_cfg.get("compile"))
+    mode = model_cfg.get("compile")  # checked with the other settings (run/build.py)
     if model_cfg.get("channels_last"):
         backbone.to(memory_format=torch.channels_last)
     if mode is not None:
+        log.info(
+            "model.compile=%s: compiling the backbone and the head as their first steps run "
+            "(a minute or more before training speeds up)",
+            mode,
+        )
         backbone.compile(mode=mode)
         head.compile(mode=mode)

@@ -16,7 +16,7 @@ from ptr_lightning.core import names
 from ptr_lightning.data.transforms import Normalize, SingleView
 from ptr_lightning.model.nonfinite import NonFiniteGuard
 from ptr_lightning.model.optimizer import OptimizerSettings
-from ptr_lightning.model.prediction_metrics import entropy_bits
+from ptr_lightning.model.prediction_metrics import MeanClassAccuracy, entropy_bits
 from ptr_lightning.model.schedules import PaperPlateauLR
 from ptr_lightning.model.telemetry import TelemetrySettings, step_telemetry, weight_norm
 from ptr_lightning.regularizers import Regularizer, StepTensors
@@ -77,7 +77,7 @@ class FineTuner(L.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc_1crop = MulticlassAccuracy(num_classes, average="micro")
-        self.test_mean_class_acc = MulticlassAccuracy(num_classes, average="macro")
+        self.test_mean_class_acc = MeanClassAccuracy(num_classes)
         # The test's and the last predict pass's (probabilities, labels), per batch.
         self.predictions: dict[str, list[tuple[Tensor, Tensor]]] = {"test": [], "predict": []}
         self.regularizer.attach(self.backbone, self.head, source_classifier)

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+from torchmetrics import Metric
 from torchmetrics.functional.classification import (
     multiclass_calibration_error,
     multiclass_confusion_matrix,
@@ -97,3 +99,27 @@ def entropy_bits(probabilities: Tensor) -> Tensor:
     """Entropy in bits of each row of class probabilities (0 log 0 taken as 0)."""
     p = probabilities.detach().to(torch.promote_types(probabilities.dtype, torch.float32))
     return -torch.special.xlogy(p, p).sum(dim=-1) / math.log(2.0)
+
+
+class MeanClassAccuracy(Metric):
+    """Accuracy per class, averaged over the classes that have images in the evaluated split
+    (the paper's mean class accuracy). Not torchmetrics' macro average: it counts a class
+    without images as 0 whenever the model predicts it."""
+
+    full_state_update = False
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.add_state("correct", torch.zeros(num_classes), dist_reduce_fx="sum")
+        self.add_state("images", torch.zeros(num_classes), dist_reduce_fx="sum")
+
+    def update(self, probabilities: Tensor, labels: Tensor) -> None:
+        # one_hot sums, not bincount: deterministic on CUDA too.
+        per_class = F.one_hot(labels, self.num_classes).to(self.images.dtype)
+        self.images += per_class.sum(dim=0)
+        self.correct += per_class[probabilities.argmax(dim=-1) == labels].sum(dim=0)
+
+    def compute(self) -> Tensor:
+        present = self.images > 0
+        return (self.correct[present] / self.images[present]).mean()

@@ -37,21 +37,39 @@ def imagenet_state_dict(arch: str, weights_name: str) -> dict[str, torch.Tensor]
         ) from err
 
 
+# torch.save's zip archive, and the pickle of its legacy format (older torchvision weights).
+TORCH_FILE_STARTS = (b"PK\x03\x04", b"\x80\x02")
+
+
+def is_torch_file(path: Path) -> bool:
+    """Whether ``path`` starts as a file that ``torch.save`` writes (not whether it is whole)."""
+    with open(path, "rb") as f:
+        return f.read(4).startswith(TORCH_FILE_STARTS)
+
+
 def state_dict_from_file(path: str | Path, classifier_name: str) -> dict[str, torch.Tensor]:
     """A torchvision-format state_dict, or one made from a checkpoint of this project: its
     ``backbone.*`` tensors, and its head's last layer as ``classifier_name``."""
     path = Path(path).expanduser()
+    expected = (
+        "Give a torchvision state_dict (.pth) or a checkpoint of an earlier run "
+        "(<run folder>/checkpoints/last.ckpt)."
+    )
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.p*t*"))[:3]
+        hint = f" (it holds {', '.join(found)})" if found else ""
+        raise WeightsError(f"model.weights={str(path)!r} is a folder{hint}. {expected}")
     if not path.is_file():
-        raise WeightsError(
-            f"model.weights={str(path)!r}: no such file. Give a torchvision state_dict (.pth) "
-            "or a checkpoint of an earlier run (<run folder>/checkpoints/last.ckpt)."
-        )
+        raise WeightsError(f"model.weights={str(path)!r}: no such file. {expected}")
+    if not is_torch_file(path):
+        raise WeightsError(f"model.weights={str(path)!r} is not a PyTorch weights file. {expected}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise WeightsError(
-            f"model.weights={str(path)!r} is not a readable PyTorch weights file "
-            f"(loaded with weights_only=True): {err}"
+            f"model.weights={str(path)!r} cannot be read: it is truncated, damaged, or holds "
+            f"more than tensors (torch.load with weights_only=True: {reason}). {expected}"
         ) from err
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         state = obj["state_dict"]

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import lightning as L
 from torch import Tensor, nn
+
+if TYPE_CHECKING:  # Lightning is imported by the run, not to check a regularizer's settings
+    import lightning as L
 
 
 @dataclass(frozen=True)

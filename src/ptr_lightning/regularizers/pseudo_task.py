@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightning as L
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from ptr_lightning.core import names
 from ptr_lightning.core.settings import check, non_negative
+from ptr_lightning.core.switch_rules import SWITCH_RULE
 from ptr_lightning.ptr import (
     BALANCE_RULE,
     LOSS_RULE,
@@ -27,7 +27,9 @@ from ptr_lightning.ptr import (
     scaled_by_feature_mean,
 )
 from ptr_lightning.regularizers.base import Regularizer, StepTensors
-from ptr_lightning.regularizers.switches import SWITCH_RULE, SWITCHES
+
+if TYPE_CHECKING:
+    import lightning as L
 
 
 class PseudoTask(Regularizer):
@@ -108,6 +110,9 @@ class PseudoTask(Regularizer):
         self._backbone_parameters: Callable[[], Sequence[Tensor]] | None = None
 
     def callbacks(self) -> list[L.Callback]:
+        # Here, not at the top: checking the settings must not wait for Lightning to import.
+        from ptr_lightning.regularizers.switches import SWITCHES
+
         return [SWITCHES[self.switch_rule](threshold=self.T)]
 
     def attach(self, backbone: nn.Module, head: nn.Module, source_classifier: nn.Module) -> None:

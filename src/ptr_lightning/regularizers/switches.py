@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import lightning as L
 
-from ptr_lightning.core.settings import one_of
-
 
 class PseudoTaskSwitch(L.Callback):
     """A switch rule: :meth:`decide` once per epoch, at the end of each epoch (before the module
@@ -80,4 +78,3 @@ SWITCHES: dict[str, type[PseudoTaskSwitch]] = {
     "epoch": EpochSwitch,
     "lr_drop": LearningRateDropSwitch,
 }
-SWITCH_RULE = one_of("regularizer.switch", SWITCHES, " (when the pseudo-task is on)")

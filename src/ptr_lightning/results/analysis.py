@@ -36,7 +36,7 @@ import torch
 
 from ptr_lightning.core import names
 from ptr_lightning.model.prediction_metrics import entropy_bits as entropy_bits_of
-from ptr_lightning.results.predictions import aligned, load_predictions
+from ptr_lightning.results.predictions import PredictionsError, aligned, load_predictions
 from ptr_lightning.results.runs import (
     Group,
     Run,
@@ -158,7 +158,6 @@ class MethodPairs:
 def pair_runs(runs: Sequence[Run], split: str) -> tuple[list[MethodPairs], list[tuple[Path, str]]]:
     """Every method's runs paired with their baseline's runs; and the runs left out, with why."""
     left_out = [(run.path, run.problem or "no config") for run in runs if run.config is None]
-    cache: dict[Path, dict[str, np.ndarray]] = {}
     paired: set[Path] = set()
     pairs = []
     groups = group_runs(runs)
@@ -168,9 +167,7 @@ def pair_runs(runs: Sequence[Run], split: str) -> tuple[list[MethodPairs], list[
         found = MethodPairs(group, [], [])
         for run, base in seed_pairs(group, left_out):
             try:
-                found.comparisons.append(
-                    compare(cached(base, split, cache), cached(run, split, cache))
-                )
+                found.comparisons.append(compare(base.predictions(split), run.predictions(split)))
             except (OSError, ValueError) as err:
                 failed = "".join(
                     f" ({r.path.name} failed: {r.error})" for r in (run, base) if r.error
@@ -212,12 +209,6 @@ def seed_pairs(group: Group, left_out: list[tuple[Path, str]]) -> list[tuple[Run
             pairs.append((run, baseline[run.seed]))
         seen.setdefault(run.seed, run)
     return pairs
-
-
-def cached(run: Run, split: str, cache: dict[Path, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    if run.path not in cache:
-        cache[run.path] = load_predictions(run.path, split)
-    return cache[run.path]
 
 
 def cell(values: Sequence[float], digits: int) -> str:
@@ -289,22 +280,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", choices=sorted(names.PREDICTIONS_FILES), default="test")
     args = parser.parse_args(argv)
     if len(args.paths) == 2 and all(p.suffix == ".npz" or is_run_dir(p) for p in args.paths):
-        print_pair(*args.paths, args.split)
+        try:
+            print_pair(*args.paths, args.split)
+        except PredictionsError as err:
+            print(f"analysis: {err}", file=sys.stderr)
+            return 1
         return 0
     missing = [path for path in args.paths if not path.is_dir()]
     if missing:
         print(f"analysis: no such folder: {', '.join(map(str, missing))}", file=sys.stderr)
         return 1
-    runs = load_runs(args.paths)
-    groups, left_out = pair_runs(runs, args.split)
-    print(seed_table(groups, left_out, args.split), end="")
+    groups, left_out = pair_runs(load_runs(args.paths), args.split)
     if not groups:
+        where = ", ".join(map(str, args.paths))
         print(
             f"analysis: no pair of an {names.FINE_TUNING} run and another method's run with the "
-            "same seed below " + ", ".join(map(str, args.paths)),
+            f"same seed below {where}",
+            *(f"- {path}: {reason}" for path, reason in left_out),
+            sep="\n",
             file=sys.stderr,
         )
         return 1
+    print(seed_table(groups, left_out, args.split), end="")
     return 0
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ptr_lightning.core import names
+from ptr_lightning.core.atomic_files import writable
 from ptr_lightning.core.switch_rules import never_switched_on
 from ptr_lightning.results.runs import (
     BASELINE,
@@ -255,6 +256,14 @@ def split_by_metric(runs: Sequence[Run], metric: str) -> tuple[list[Run], list[t
     return finished, failed
 
 
+def unknown_metric(runs: Sequence[Run], metric: str) -> str | None:
+    """Why ``metric`` is no metric of any finished run (naming the ones they have), or None."""
+    known = sorted({key for run in runs for key in (run.metrics or {}) if "/" in key})
+    if not known or metric in known:
+        return None
+    return f"no run has the metric {metric!r}; the runs' metrics.json have {', '.join(known)}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The CLI; returns 0 when at least one run was aggregated, else 1."""
     args = parse_args(argv)
@@ -268,10 +277,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"report: no run folder (with config.yaml or .hydra/) below {where}", file=sys.stderr)
         return 1
     finished, failed = split_by_metric(runs, args.metric)
+    unknown = unknown_metric(runs, args.metric) if not finished else None
+    if unknown:
+        print(f"report: {unknown}", file=sys.stderr)
+        return 1
     summaries = summarize(group_runs(finished), args.metric)
     markdown = render_markdown(summaries, failed, args.metric)
     out = args.out or args.folders[0]
-    out.mkdir(parents=True, exist_ok=True)
+    problem = writable(out)
+    if problem:
+        print(
+            f"report: cannot write into {out} ({problem}); give --out another folder",
+            file=sys.stderr,
+        )
+        return 1
     # Written before printing: a reader that stops early (| head) loses nothing.
     (out / names.REPORT_MD).write_text(markdown)
     (out / names.REPORT_CSV).write_text(render_csv(summaries, args.metric))

@@ -17,7 +17,7 @@ import math
 import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from ptr_lightning.core import names
 from ptr_lightning.core.config_keys import flatten, is_compared, is_method
 from ptr_lightning.results.curves import Series, read_series
+from ptr_lightning.results.predictions import PredictionsError, load_predictions
 
 BASELINE = names.FINE_TUNING
 # Folders a run writes below itself that never hold other runs.
@@ -50,6 +51,8 @@ class Run:
     metrics: dict[str, Any] | None
     problem: str | None = None  # why the folder cannot be read at all
     error: str | None = None  # the first informative line of error.txt
+    # split -> its predictions, or why they cannot be used (each file is read once)
+    read_predictions: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @cached_property
     def settings(self) -> dict[str, Any]:
@@ -101,6 +104,18 @@ class Run:
         if value is None or str(value).startswith("${"):
             value = hydra_choice(self.path, group)
         return str(value) if value is not None else None
+
+    def predictions(self, split: str) -> dict[str, np.ndarray]:
+        """The run's predictions of ``split``; :class:`PredictionsError` naming the file."""
+        if split not in self.read_predictions:
+            try:
+                self.read_predictions[split] = load_predictions(self.path, split)
+            except PredictionsError as err:
+                self.read_predictions[split] = err
+        found = self.read_predictions[split]
+        if isinstance(found, PredictionsError):
+            raise found
+        return found
 
     @cached_property
     def series(self) -> dict[str, Series]:

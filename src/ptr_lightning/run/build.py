@@ -1,10 +1,10 @@
 """The parts of a run, built from its composed config; every part checks its own settings.
 
-:func:`build_components` builds everything that needs no data (data module, regularizer,
-optimizer settings, learning-rate schedule, trainer settings), so a bad value fails, naming its
-Hydra key, before anything is written or loaded. :func:`build_pretrained` (in
-:mod:`ptr_lightning.model.backbones`) then loads the weights, and :func:`build_module` puts the
-model together once the data module knows its classes.
+Two steps, each one call: :func:`build_components` builds everything that needs no data and no
+weights (data module, regularizer, optimizer settings, learning-rate schedule, telemetry), so a
+bad value fails, naming its Hydra key, before anything is written or loaded; :func:`assemble`
+then reads the data's index, loads the weights, decodes the images, and puts the model, the
+loggers, the callbacks and the trainer together.
 """
 
 from __future__ import annotations
@@ -16,15 +16,13 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate as hydra_instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ptr_lightning.core import names
 from ptr_lightning.core.errors import ConfigError
-from ptr_lightning.core.settings import Rule, check, integer
+from ptr_lightning.core.settings import SEED_RULE, Rule, check, integer
 from ptr_lightning.model.backbones import (
     ARCH_RULE,
     COMPILE_RULE,
@@ -37,7 +35,8 @@ from ptr_lightning.model.optimizer import OptimizerSettings
 from ptr_lightning.model.switch_window import SwitchWindow
 from ptr_lightning.model.telemetry import TelemetrySettings
 from ptr_lightning.regularizers import Regularizer
-from ptr_lightning.run.checkpoints import AtomicCheckpointIO, RandomStateCheckpoint
+from ptr_lightning.run.checkpoints import AtomicCheckpointIO, RandomStateCheckpoint, RunClock
+from ptr_lightning.run.instantiate import instantiate, unknown_settings
 from ptr_lightning.run.signals import SignalRecorder
 
 FLOAT16 = {"16", "16-mixed", "16-true"}
@@ -54,18 +53,26 @@ TRAINER_RULES = {
 }
 
 
-def instantiate(node: Any) -> Any:
-    """Hydra's ``instantiate``, except that a bad setting surfaces as the object's own
-    :class:`ConfigError` (naming the key) rather than wrapped in Hydra's error."""
-    try:
-        return hydra_instantiate(node)
-    except InstantiationException as err:
-        cause: BaseException | None = err
-        while cause is not None and not isinstance(cause, ConfigError):
-            cause = cause.__cause__
-        if cause is None:
-            raise
-        raise cause from None
+# torch.compile modes that capture CUDA graphs: they need a CUDA GPU.
+CUDA_COMPILE_MODES = {"reduce-overhead", "max-autotune"}
+
+
+def check_devices(cfg: DictConfig) -> None:
+    """Refuse a setting that needs a CUDA GPU on a machine without one, naming the setting."""
+    wants = []
+    if str(cfg.trainer.get("accelerator")) in ("gpu", "cuda"):
+        wants.append(f"trainer.accelerator={cfg.trainer.accelerator}")
+    if cfg.get("gpu_pool"):
+        wants.append("gpu_pool (cluster=local_gpus)")
+    if cfg.model.get("compile") in CUDA_COMPILE_MODES:
+        wants.append(f"model.compile={cfg.model.compile} (CUDA graphs)")
+    if not wants or torch.cuda.is_available():
+        return
+    raise ConfigError(
+        f"{', '.join(wants)}: this machine has no CUDA GPU (torch.cuda.is_available() is "
+        "False). On a CPU leave trainer at its default (trainer=default, not trainer=gpu or "
+        "trainer=ddp), no cluster=local_gpus, and model.compile=null or default."
+    )
 
 
 @dataclass
@@ -81,14 +88,22 @@ class Components:
 
 def build_components(cfg: DictConfig) -> Components:
     """Build (and so check) every part of ``cfg`` that needs no data and no weights."""
+    SEED_RULE.check(cfg.seed)
     check(TRAINER_RULES, max_epochs=cfg.trainer.max_epochs, precision=cfg.trainer.get("precision"))
     ARCH_RULE.check(cfg.model.arch)
     COMPILE_RULE.check(cfg.model.get("compile"))
-    schedule = instantiate(cfg.scheduler)  # a partial: the optimizer comes later
-    schedule(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0))  # checks its args
+    regularizer = instantiate(cfg.regularizer, "regularizer")
+    schedule = instantiate(cfg.scheduler, "scheduler")  # a partial: the optimizer comes later
+    try:  # checks its arguments
+        schedule(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0))
+    except TypeError:
+        unknown = unknown_settings(cfg.scheduler, "scheduler")
+        if unknown is None:
+            raise
+        raise ConfigError(unknown) from None
     return Components(
-        datamodule=instantiate(cfg.dataset),
-        regularizer=instantiate(cfg.regularizer),
+        datamodule=instantiate(cfg.dataset, "dataset"),
+        regularizer=regularizer,
         optimizer=OptimizerSettings(
             lr=cfg.model.lr,
             momentum=cfg.optimizer.momentum,
@@ -109,18 +124,20 @@ class Assembly:
     loggers: list[Any]
     trainer: L.Trainer
     signals: SignalRecorder  # which signal, if any, stopped training
+    clock: RunClock  # the run's seconds over all its processes
 
 
-def assemble(cfg: DictConfig, components: Components) -> Assembly:
+def assemble(cfg: DictConfig, components: Components, started: float) -> Assembly:
     """Every part of the run, built once. The cheap checks of the data (its index) and of the
-    weights come before the slow part, decoding the images."""
+    weights come before the slow part, decoding the images. ``started``: when this process
+    began the run (``time.monotonic()``)."""
     datamodule = components.datamodule
     datamodule.prepare_data()
     pretrained = build_pretrained(cfg.model)
     datamodule.setup("fit")
     module = build_module(cfg, datamodule, components, pretrained)
     loggers = build_loggers(cfg)
-    signals = SignalRecorder()
+    signals, clock = SignalRecorder(), RunClock(started)
     callbacks = build_callbacks(
         cfg,
         module.regularizer,
@@ -128,8 +145,8 @@ def assemble(cfg: DictConfig, components: Components) -> Assembly:
         logging=bool(loggers),
         telemetry=components.telemetry,
     )
-    trainer = build_trainer(cfg, [*callbacks, signals], loggers)
-    return Assembly(datamodule, module, loggers, trainer, signals)
+    trainer = build_trainer(cfg, [*callbacks, signals, clock], loggers)
+    return Assembly(datamodule, module, loggers, trainer, signals, clock)
 
 
 def build_module(
@@ -167,7 +184,9 @@ def build_module(
 
 
 def build_loggers(cfg: DictConfig) -> list[Any]:
-    loggers = [instantiate(spec) for spec in (cfg.get("logger") or {}).values()]
+    loggers = [
+        instantiate(spec, f"logger.{name}") for name, spec in (cfg.get("logger") or {}).items()
+    ]
     return [logger for logger in loggers if logger is not None]
 
 
@@ -200,7 +219,10 @@ def build_callbacks(
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     if logging and regularizer.gated and telemetry and telemetry.watches_switch:
         callbacks.append(SwitchWindow(telemetry.switch_window))
-    callbacks += [instantiate(spec) for spec in (cfg.get("callbacks") or {}).values()]
+    callbacks += [
+        instantiate(spec, f"callbacks.{name}")
+        for name, spec in (cfg.get("callbacks") or {}).items()
+    ]
     return callbacks
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,7 @@ from torch import nn
 
 from ptr_lightning.core.atomic_files import atomic_file
 from ptr_lightning.core.errors import CheckpointError
+from ptr_lightning.model.weights import is_torch_file
 
 # What Lightning needs to continue a run from a checkpoint.
 RESUMABLE_KEYS = ("state_dict", "epoch", "global_step", "loops", "optimizer_states")
@@ -65,13 +67,18 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if not is_torch_file(path):
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint (not the file torch.save writes): ckpt_path= "
+            "and resume= take a run's checkpoints/last.ckpt."
+        )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:
         raise CheckpointError(
-            f"checkpoint {path} cannot be read ({type(err).__name__}: {err}). It is truncated, "
-            "damaged or not a PyTorch file; no other checkpoint of the run is kept, so start "
-            "the run again (or give ckpt_path= another checkpoint)."
+            f"checkpoint {path} cannot be read ({type(err).__name__}: {first_line(err)}): it is "
+            "truncated or damaged. A run keeps only its last checkpoint: if this is it, start "
+            "the run again; else give ckpt_path= another checkpoint."
         ) from None
     missing = [
         key for key in RESUMABLE_KEYS if not isinstance(checkpoint, dict) or key not in checkpoint
@@ -83,6 +90,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             "to start from weights only, use model.weights=<file>."
         )
     return checkpoint
+
+
+def first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def check_fits(checkpoint: dict[str, Any], module: nn.Module, path: str | Path) -> None:
@@ -140,3 +151,27 @@ class RandomStateCheckpoint(L.Callback):
         random.setstate((version, tuple(internal), gauss_next))
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class RunClock(L.Callback):
+    """The seconds a run has taken over all its processes: those before the last resume (kept
+    in every checkpoint) and this process's since ``started``. Not Lightning's ``Timer``: it
+    restores only the training stage's time, not an earlier process's decoding and tests."""
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.before = 0.0  # the seconds of the processes before this one, from the checkpoint
+
+    @property
+    def state_key(self) -> str:
+        return "RunClock"
+
+    def elapsed(self) -> float:
+        """This process's seconds."""
+        return time.monotonic() - self.started
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seconds": self.before + self.elapsed()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.before = float(state["seconds"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -172,3 +173,14 @@ def keep_earlier_metrics(run: Path) -> None:
     if csv.is_file():
         n = 1 + len(list(csv.parent.glob(names.CSV_BEFORE_RESUME)))
         csv.rename(csv.with_name(f"metrics.before-resume-{n}.csv"))
+
+
+def earlier_metrics(run: Path) -> dict[str, Any]:
+    """The ``metrics.json`` of a run that finished before this resume of it (else empty): a
+    resumed run keeps every key it had (its validation metrics when no epoch is left to train)."""
+    path = run / names.METRICS_FILE
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return metrics if isinstance(metrics, dict) else {}

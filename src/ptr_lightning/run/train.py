@@ -19,16 +19,27 @@ from omegaconf import DictConfig, OmegaConf
 from ptr_lightning.core import names
 from ptr_lightning.core.atomic_files import write_atomic, write_json
 from ptr_lightning.core.errors import Interrupted
-from ptr_lightning.run.build import Assembly, Components, assemble, build_components
+from ptr_lightning.run.build import (
+    Assembly,
+    Components,
+    assemble,
+    build_components,
+    check_devices,
+)
 from ptr_lightning.run.checkpoints import check_fits, read_checkpoint
-from ptr_lightning.run.folder_lock import hold
 from ptr_lightning.run.gpu_pool import gpu_of_the_pool
-from ptr_lightning.run.resume import keep_earlier_metrics, run_config
+from ptr_lightning.run.resume import earlier_metrics, keep_earlier_metrics, run_config
 from ptr_lightning.run.run_files import (
     final_predictions,
     summary,
     write_predictions,
     write_split,
+)
+from ptr_lightning.run.run_folder import (
+    hold,
+    refuse_if_live,
+    refuse_to_train_over,
+    replace_outputs,
 )
 from ptr_lightning.run.signals import interruption_message
 from ptr_lightning.tracking.end_of_run import publish_to_wandb
@@ -51,26 +62,42 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     checkpoint if it has one; ``cfg.ckpt_path`` continues from a checkpoint in a new folder.
     One live run per folder: a second one is refused (:class:`RunFolderInUseError`).
     """
-    cfg = run_config(cfg, overrides)
-    components = build_components(cfg)  # every setting is checked before anything is written
+    cfg, components = prepare(cfg, overrides)
     out = Path(cfg.paths.output_dir)
     with hold(out), gpu_of_the_pool(cfg):
+        if cfg.get("overwrite"):
+            replace_outputs(out)
         metrics = fit_and_test(cfg, components, out)
     # A finished run leaves no error.txt from an earlier, interrupted or failed, attempt.
     (out / names.ERROR_FILE).unlink(missing_ok=True)
     return metrics
 
 
+def prepare(cfg: DictConfig, overrides: Sequence[str] = ()) -> tuple[DictConfig, Components]:
+    """The config this run goes with and its parts that need no data, every setting checked; a
+    folder that holds another run, or a live one, and a GPU setting without a GPU, refused.
+    Nothing is written: the command line runs this before Hydra makes the run folder
+    (:mod:`ptr_lightning.run.preflight`), and :func:`train` again."""
+    if cfg.paths.get("output_dir"):  # a resume in Python may leave it to the resumed run's
+        refuse_if_live(Path(cfg.paths.output_dir))
+    refuse_to_train_over(cfg)
+    cfg = run_config(cfg, overrides)
+    refuse_if_live(Path(cfg.paths.output_dir))  # a resumed run's folder
+    check_devices(cfg)
+    return cfg, build_components(cfg)
+
+
 def fit_and_test(cfg: DictConfig, components: Components, out: Path) -> dict[str, Any]:
     """Assemble the run in ``out``, fit it, test it and write its files."""
+    started = time.monotonic()
     ckpt_path = cfg.get("ckpt_path")
     checkpoint = read_checkpoint(ckpt_path) if ckpt_path else None  # readable, before the data
+    earlier = earlier_metrics(out) if ckpt_path else {}
     if ckpt_path:
         keep_earlier_metrics(out)
     write_atomic(out / names.CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
-    started = time.monotonic()
     L.seed_everything(cfg.seed, workers=True)
-    run = assemble(cfg, components)
+    run = assemble(cfg, components, started)
     write_split(out, cfg, run.datamodule)
     if checkpoint is not None:
         check_fits(checkpoint, run.module, ckpt_path)
@@ -79,7 +106,8 @@ def fit_and_test(cfg: DictConfig, components: Components, out: Path) -> dict[str
         logger.log_hyperparams(hyperparameters(cfg, run.module))
     try:
         metrics, last_logged = fit_test_predict(run, ckpt_path)
-        metrics["seconds"] = round(time.monotonic() - started, 1)
+        before = earlier.get("seconds", run.clock.before)
+        metrics = {**earlier, **metrics, "seconds": round(before + run.clock.elapsed(), 1)}
         if run.trainer.is_global_zero:
             predictions = final_predictions(run.module, run.datamodule)
             write_predictions(out, predictions)

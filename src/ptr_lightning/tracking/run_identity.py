@@ -6,7 +6,8 @@ Filled into the config's ``run`` node when a run starts (keys left null there), 
 - name: the job's command-line overrides, keys shortened to their last part
   (``regularizer.R=3`` -> ``R=3``); in a Hydra multirun only the swept ones
   (``R=3,m=1,seed=0``); the method when there are none;
-- group: the sweep folder (one group per multirun), or a single run's own folder;
+- group: the sweep folder (one group per multirun), or a single run's own folder, relative to
+  where it ran (or its name, when it lies elsewhere);
 - job type: the method (``ft``, ``ptr-sml1``, ``fnp-sml1``, ``l2sp``, ...);
 - tags: data set, backbone, regularizer, R, m (where the regularizer has them), seed, then the
   config's own ``run.tags``.
@@ -93,12 +94,13 @@ def run_group(cfg: DictConfig) -> str:
 
 
 def short_path(path: str) -> str:
-    """``path`` relative to the working directory when it lies below it, else absolute."""
+    """``path`` relative to the working directory when it lies below it, else its folder name:
+    never an absolute path (it would carry a home folder into a shared W&B project)."""
     absolute = Path(path).resolve()
     try:
         return str(absolute.relative_to(Path.cwd().resolve()))
     except ValueError:
-        return str(absolute)
+        return absolute.name
 
 
 def derived_tags(cfg: DictConfig) -> list[str]:

@@ -76,10 +76,9 @@ def make_wandb_logger(
             if mode != "online":
                 raise
             log.warning(
-                "W&B did not answer within %s s (%s); logging offline (upload later: wandb sync)",
-                init_timeout,
-                str(err).splitlines()[0],
+                "%s; logging offline (upload later: wandb sync)", online_failure(err, init_timeout)
             )
+            forget_failed_run()
             logger = start_wandb(save_dir, project, "offline", init_timeout, **kwargs)
     except Exception as err:  # auth, bad settings, no disk: training must go on regardless
         log.warning("W&B could not start (%s); continuing with the CSV logger only", err)
@@ -87,6 +86,25 @@ def make_wandb_logger(
     if mode != "disabled":
         id_file.write_text(logger.experiment.id + "\n")
     return logger
+
+
+def online_failure(err: Exception, init_timeout: float) -> str:
+    """Why an online W&B run did not start: no answer in time, or the server's own answer
+    (a bad API key: 401; a wrong entity or project: 403/404)."""
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if isinstance(err, TimeoutError) or any(
+        words in first.lower() for words in ("timed out", "deadline exceeded")
+    ):
+        return f"W&B did not answer within {init_timeout:g} s"
+    return f"W&B refused the online run ({first})"
+
+
+def forget_failed_run() -> None:
+    """Drop what a failed ``wandb.init`` left in this process, so the offline run can start
+    (with a resumed run's id, W&B would otherwise say the id is in use)."""
+    import wandb
+
+    wandb.teardown()
 
 
 def wandb_mode(mode: str) -> str:

@@ -37,7 +37,8 @@ class ArchiveIndex:
     """Class names and official splits; ``val`` is None when the data set has no official val.
 
     ``ignored``: files found where images were looked for but not read as images (their
-    extension is not one Pillow decodes), so that the user hears of them.
+    extension is not one Pillow decodes), and ``loops``: folder links not followed because
+    they lead back into a folder already listed; the user hears of both.
     """
 
     class_names: list[str]
@@ -45,6 +46,7 @@ class ArchiveIndex:
     val: list[Sample] | None
     test: list[Sample]
     ignored: tuple[Path, ...] = ()
+    loops: tuple[Path, ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -134,8 +136,13 @@ def read_id_table(path: Path) -> dict[int, str]:
     return table
 
 
+def is_hidden(path: Path) -> bool:
+    """``.ipynb_checkpoints``, ``.DS_Store``, macOS's ``._<name>`` copies: never data."""
+    return path.name.startswith(".")
+
+
 def is_image(path: Path) -> bool:
-    return path.suffix.lower() in readable_extensions() and path.is_file()
+    return not is_hidden(path) and path.suffix.lower() in readable_extensions() and path.is_file()
 
 
 def accepted_extensions() -> str:
@@ -144,8 +151,31 @@ def accepted_extensions() -> str:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files directly in ``folder`` (no recursion), sorted by name."""
+    """Image files directly in ``folder`` (no recursion, hidden ones left out), sorted by name."""
     return sorted(p for p in folder.iterdir() if is_image(p))
+
+
+def subfolders(folder: Path) -> list[Path]:
+    """The folders in ``folder`` (links to folders included, hidden ones left out), sorted."""
+    return sorted(d for d in folder.iterdir() if d.is_dir() and not is_hidden(d))
+
+
+def walk_files(folder: Path, loops: list[Path]) -> list[Path]:
+    """Every file below ``folder``, following folder links as torchvision's ImageFolder does
+    (``os.walk(followlinks=True)``), hidden files and folders left out, sorted. A link back
+    into a folder already walked (a loop) is not followed: it goes to ``loops``."""
+    seen: set[str] = set()
+    files: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            loops.append(Path(dirpath))
+            dirnames.clear()
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        files += [Path(dirpath) / f for f in filenames if not f.startswith(".")]
+    return sorted(files)
 
 
 def absolute(root: str | os.PathLike[str]) -> Path:

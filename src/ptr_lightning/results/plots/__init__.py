@@ -28,10 +28,12 @@ import argparse
 import csv
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ptr_lightning.core import names
+from ptr_lightning.core.atomic_files import writable
 from ptr_lightning.results.plots.figure import Missing, Plot
 from ptr_lightning.results.plots.predictions import (
     entropy_histogram,
@@ -40,6 +42,7 @@ from ptr_lightning.results.plots.predictions import (
     reliability,
 )
 from ptr_lightning.results.plots.training import heatmap_r_m, learning_curves, ptr_telemetry
+from ptr_lightning.results.predictions import PredictionsError, predictions_file
 from ptr_lightning.results.runs import Group, group_runs, load_runs
 
 DPI = 90
@@ -83,18 +86,35 @@ def make(
     return FIGURES[name](groups, **kwargs)
 
 
+@dataclass
+class Written:
+    """What :func:`write_all` did: each figure's PNG, or why it was skipped; and the
+    predictions files it left out, with why."""
+
+    figures: dict[str, Path | str]
+    left_out: dict[Path, str]
+
+
 def write_all(
     folders: Sequence[Path], out: Path, *, split: str = "test", metric: str = names.TEST_ACC
-) -> dict[str, Path | str]:
-    """Every figure for the runs below ``folders`` into ``out``: its PNG path, or why not."""
+) -> Written:
+    """Every figure for the runs below ``folders`` into ``out``. A figure whose inputs are
+    missing is skipped (saying what it lacked); an unreadable predictions file leaves that run
+    out of the figures (naming the file), the others go on."""
     groups = group_runs(load_runs(folders))
-    written: dict[str, Path | str] = {}
+    figures: dict[str, Path | str] = {}
     for name in FIGURES:
         try:
-            written[name] = save(make(name, groups, split=split, metric=metric), out, name)
-        except Missing as missing:
-            written[name] = str(missing)
-    return written
+            figures[name] = save(make(name, groups, split=split, metric=metric), out, name)
+        except (Missing, PredictionsError) as missing:
+            figures[name] = str(missing)
+    left_out = {
+        predictions_file(run.path, split): str(problem)
+        for group in groups
+        for run in group.runs
+        if isinstance(problem := run.read_predictions.get(split), PredictionsError)
+    }
+    return Written(figures, left_out)
 
 
 def newest_sweep(*roots: Path) -> Path:
@@ -110,8 +130,10 @@ def newest_sweep(*roots: Path) -> Path:
     return max(sweeps, key=lambda p: (p.parent.name, p.name))
 
 
-def print_written(written: dict[str, Path | str]) -> None:
-    for name, result in written.items():
+def print_written(written: Written) -> None:
+    for path, problem in written.left_out.items():
+        print(f"left out {path}: {problem}")
+    for name, result in written.figures.items():
         if isinstance(result, Path):
             print(f"wrote {result} and {result.with_suffix('.csv').name}")
         else:
@@ -136,11 +158,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if missing:
         print(f"plots: no such folder: {', '.join(map(str, missing))}", file=sys.stderr)
         return 1
-    written = write_all(
-        args.folders, args.out or args.folders[0] / "plots", split=args.split, metric=args.metric
-    )
+    out = args.out or args.folders[0] / "plots"
+    problem = writable(out)
+    if problem:
+        print(
+            f"plots: cannot write into {out} ({problem}); give --out a folder you can write",
+            file=sys.stderr,
+        )
+        return 1
+    written = write_all(args.folders, out, split=args.split, metric=args.metric)
     print_written(written)
-    return 0 if any(isinstance(r, Path) for r in written.values()) else 1
+    return 0 if any(isinstance(r, Path) for r in written.figures.values()) else 1
 
 
-__all__ = ["FIGURES", "Missing", "Plot", "make", "newest_sweep", "write_all"]
+__all__ = ["FIGURES", "Missing", "Plot", "Written", "make", "newest_sweep", "write_all"]

@@ -17,7 +17,7 @@ from ptr_lightning.model.prediction_metrics import (
 )
 from ptr_lightning.results.analysis import entropy_bits, rectifications
 from ptr_lightning.results.plots.figure import Missing, Plot
-from ptr_lightning.results.predictions import aligned, load_predictions, predictions_file
+from ptr_lightning.results.predictions import PredictionsError, aligned, predictions_file
 from ptr_lightning.results.runs import Group, Run, mean_std, sort_value
 
 PTR = "ptr"  # the regularizer the PtR figures are about
@@ -43,9 +43,19 @@ class Comparison:
 
 
 def with_predictions(group: Group | None, split: str) -> list[Run]:
+    """The group's runs whose ``split`` predictions can be read (the others are left out, and
+    :func:`~ptr_lightning.results.plots.write_all` names their files)."""
     if group is None:
         return []
-    return [r for r in group.runs if predictions_file(r.path, split).is_file()]
+    readable = []
+    for run in group.runs:
+        if predictions_file(run.path, split).is_file():
+            try:
+                run.predictions(split)
+            except PredictionsError:
+                continue
+            readable.append(run)
+    return readable
 
 
 def val_acc(group: Group) -> float:
@@ -75,7 +85,7 @@ def comparison(groups: Sequence[Group], split: str = "test") -> Comparison:
 
 
 def pooled(runs: Sequence[Run], split: str) -> tuple[np.ndarray, np.ndarray]:
-    data = [load_predictions(r.path, split) for r in runs]
+    data = [r.predictions(split) for r in runs]
     return (
         np.concatenate([d["probabilities"] for d in data]),
         np.concatenate([d["labels"] for d in data]),
@@ -88,11 +98,13 @@ def per_class_gain(groups: Sequence[Group], split: str = "test") -> Plot:
     for members in (pair.ft, pair.ptr):
         accs = []
         for r in members:
-            data = load_predictions(r.path, split)
+            data = r.predictions(split)
             accs.append(per_class_accuracy(data["probabilities"], data["labels"])[1])
         per_method.append(np.nanmean(accs, axis=0))
-    reference = load_predictions(pair.ft[0].path, split)
-    classes = [str(c) for c in reference["class_names"]]
+    reference = pair.ft[0].predictions(split)
+    classes = [
+        str(c) for c in reference.get("class_names", range(reference["probabilities"].shape[1]))
+    ]
     counts = np.bincount(reference["labels"], minlength=len(classes))
     gain = 100 * (per_method[1] - per_method[0])
     order = np.argsort(-np.nan_to_num(gain, nan=-np.inf), kind="stable")
@@ -150,8 +162,11 @@ def rectification_counts(groups: Sequence[Group], split: str = "test") -> Plot:
         ["seed", "images", "true", "false", "ft_run", "ptr_run"],
     )
     for ft, ptr in sorted(pairs, key=lambda p: sort_value(p[0].seed)):
-        base = load_predictions(ft.path, split)
-        other = aligned(base, load_predictions(ptr.path, split))
+        base = ft.predictions(split)
+        try:
+            other = aligned(base, ptr.predictions(split))
+        except PredictionsError:  # another split or data set: no rectifications to count
+            continue
         true_fix, false_fix = rectifications(
             base["probabilities"], other["probabilities"], base["labels"]
         )
@@ -165,6 +180,8 @@ def rectification_counts(groups: Sequence[Group], split: str = "test") -> Plot:
                 str(ptr.path),
             ]
         )
+    if not plot.rows:
+        raise Missing(f"no ft and {pair.ptr_label} runs of one seed tested the same images")
     ax = plot.figure.subplots()
     x = np.arange(len(plot.rows))
     ax.bar(x - 0.2, [row[2] for row in plot.rows], 0.4, label="true (ft wrong, PtR right)")
