@@ -163,3 +163,23 @@ def test_switch_window_writes_each_step_once_and_survives_a_checkpoint():
     for i in range(4, 8):
         step(resumed, i, active=True)  # steps 4 and 5 are the window after the switch
     assert written == [(2, 2.0), (3, 3.0), (4, 4.0), (5, 5.0)]
+
+
+def test_balance_batch_holds_the_shared_push_at_one_over_r_and_the_pull_is_logged(make_cfg):
+    """regularizer.balance=batch through the real Trainer: at every measured step after the
+    switch, telemetry's grad/sum_ptr / grad/sum_ce is 1/R; ptr/pull_frac is logged there."""
+    cfg = make_cfg(
+        "regularizer.T=100",
+        "trainer.max_epochs=2",
+        "regularizer.balance=batch",
+        "regularizer.R=4",
+        "telemetry.every_n_steps=1",
+    )
+    train(cfg)
+    rows = read_rows(Path(cfg.paths.output_dir))
+    summed_ptr, summed_ce = column(rows, names.GRAD_SUM_PTR), column(rows, names.GRAD_SUM_CE)
+    assert sorted(summed_ptr) == [3, 4, 5]  # TINY: the pseudo-task is on from epoch 1
+    for step, push in summed_ptr.items():
+        assert push / summed_ce[step] == pytest.approx(1 / 4, rel=1e-4), step
+    pull = column(rows, names.PTR_PULL_FRAC)
+    assert sorted(pull) == [3, 4, 5] and all(0 < share < 1 for share in pull.values())
