@@ -12,6 +12,7 @@ import matplotlib as mpl
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import FormatStrFormatter
 
 from ptr_lightning.core import names
 from ptr_lightning.results.curves import Series
@@ -49,6 +50,7 @@ class Panel:
     curves: tuple[Curve, ...]
     at_one_over_r: bool = False  # a dotted line at 1/R per method
     log: bool = False
+    at_zero: bool = False  # a grey line at 0
 
 
 SUM_RATIO = Curve(names.GRAD_SUM_PTR, names.GRAD_SUM_CE)
@@ -64,7 +66,7 @@ PANELS = (
     Panel("train/ce around the switch", (Curve(names.TRAIN_CE),)),
     Panel(f"{SUM_RATIO.name}\n(dotted: 1/R)", (SUM_RATIO,), at_one_over_r=True, log=True),
     Panel(f"{PARAM_RATIO.name}\n(dotted: 1/R)", (PARAM_RATIO,), at_one_over_r=True, log=True),
-    Panel("grad/param_cos", (Curve(names.GRAD_PARAM_COS),)),
+    Panel("grad/param_cos", (Curve(names.GRAD_PARAM_COS),), at_zero=True),
     Panel(names.PTR_PULL_FRAC, (Curve(names.PTR_PULL_FRAC),)),
 )
 
@@ -126,19 +128,34 @@ def ptr_diagnosis(groups: Sequence[Group]) -> Plot:
     fig = Figure(figsize=(17, 8.5), layout="constrained")
     plot = Plot(fig, ["method", "metric", "step", *Band.COLUMNS])
     window = around_switch(drawn)
-    for ax, panel in zip(fig.subplots(2, 4).flat, PANELS, strict=True):
+    axes = list(fig.subplots(2, 4).flat)
+    for ax, panel in zip(axes, PANELS, strict=True):
         for group in drawn:
             draw_group(ax, plot, panel, group, (legend[id(group)], colors[id(group)]), window)
-        ax.set(title=panel.title, xlabel="step")
-        if panel.log and ax.has_data():
-            ax.set_yscale("log")
+        style_axes(ax, panel, axes[0])
     handles = [Line2D([], [], color=colors[id(g)]) for g in drawn]
-    fig.legend(handles, [legend[id(g)] for g in drawn], loc="outside lower center", ncols=4)
+    labels = [legend[id(g)] for g in drawn]
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(drawn), 4))
     fig.suptitle(
         "PtR diagnosis: telemetry per step, mean over seeds, band min to max "
         "(dashed vertical: the pseudo-task switched on)"
     )
     return plot
+
+
+def style_axes(ax: Any, panel: Panel, first: Any) -> None:
+    """Title, grid, scale, the 0 line; the steps shared with the first panel (the CE keeps
+    its window around the switch)."""
+    ax.set(title=panel.title, xlabel="step")
+    ax.grid(alpha=0.3)
+    if panel.log and ax.has_data():
+        ax.set_yscale("log")
+        for axis_format in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+            axis_format(FormatStrFormatter("%g"))  # 0.3, not 3 x 10^-1
+    if panel.at_zero:
+        ax.axhline(0, color="grey", linewidth=0.8)
+    if ax is not first and panel.curves[0].key != names.TRAIN_CE:
+        ax.sharex(first)
 
 
 def draw_group(
