@@ -312,9 +312,8 @@ def pseudo_task_loss(
         generator: random generator for the targets, on ``features``' device.
         reduce: applied to both batch-mean gradient norms before ``w`` is formed, e.g. a mean
             across data-parallel ranks so that every rank uses the same ``w``.
-        balance: ``"features"`` (the paper: mean per-instance norms at the feature tensor),
-            ``"batch"`` (norms of the batch-summed gradients there) or ``"parameters"``
-            (norms of the two losses' gradients over ``parameters``); see :data:`BALANCES`.
+        balance: where w's two norms are measured (:data:`BALANCES`): ``"features"`` (the
+            paper), ``"batch"`` (summed over the batch) or ``"parameters"``.
         parameters: the backbone's parameters, for ``balance="parameters"``.
 
     Returns:
