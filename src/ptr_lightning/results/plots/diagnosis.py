@@ -12,7 +12,7 @@ import matplotlib as mpl
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FormatStrFormatter
+from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
 from ptr_lightning.core import names
 from ptr_lightning.results.curves import Series
@@ -150,8 +150,9 @@ def style_axes(ax: Any, panel: Panel, first: Any) -> None:
     ax.grid(alpha=0.3)
     if panel.log and ax.has_data():
         ax.set_yscale("log")
-        for axis_format in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
-            axis_format(FormatStrFormatter("%g"))  # 0.3, not 3 x 10^-1
+        ax.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))  # 0.1, 0.2, 0.5, 1
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
     if panel.at_zero:
         ax.axhline(0, color="grey", linewidth=0.8)
     if ax is not first and panel.curves[0].key != names.TRAIN_CE:
