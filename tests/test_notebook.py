@@ -8,6 +8,8 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
+from ptr_lightning.results import plots
+
 NOTEBOOK = Path(__file__).parents[1] / "notebooks" / "dashboards.ipynb"
 
 
@@ -28,6 +30,6 @@ def test_notebook_shows_every_figure_of_a_sweep(digits_sweep, tmp_path, monkeypa
     outputs = [out for cell in notebook.cells for out in cell.get("outputs", [])]
     images = [out for out in outputs if "image/png" in out.get("data", {})]
     text = "".join(out.get("text", "") for out in outputs)
-    assert len(images) == 7, text
+    assert len(images) == len(plots.FIGURES) == 8, text
     assert "skipped" not in text
     assert "ft" in text and "ptr-sml1" in text and "H " in text

@@ -264,3 +264,63 @@ def test_parameter_balance_needs_the_parameters():
         pseudo_task_loss(features, features.sum(), R=1.0, balance="parameters")
     with pytest.raises(ValueError, match=r"regularizer.balance='weights'"):
         pseudo_task_loss(features, features.sum(), R=1.0, balance="weights")
+
+
+def test_batch_balance_bounds_the_batch_summed_push_at_one_over_R():
+    """balance=batch: ||sum_j w dL_ptr/drep_j|| = ||sum_j dL_ce/drep_j|| / R, against autograd;
+    the per-instance norms are then not 1/R of each other (the features' balance would be)."""
+    x, labels, body, head = make_batch(5)
+    features = body(x)
+    ce = F.cross_entropy(head(features), labels)
+    targets = torch.full((B, D), 2.0, dtype=torch.float64)  # one pull for every instance
+    R = 3.0
+    total, stats = pseudo_task_loss(features, ce, R=R, targets=targets, balance="batch")
+    (d_total,) = torch.autograd.grad(total, features, retain_graph=True)
+    (d_ce,) = torch.autograd.grad(ce, features)
+    d_ptr = d_total - d_ce
+    torch.testing.assert_close(stats["g_ce"], d_ce.sum(0).norm(), rtol=1e-12, atol=0)
+    torch.testing.assert_close(stats["w"] * stats["g_ptr"], d_ptr.sum(0).norm(), rtol=1e-12, atol=0)
+    torch.testing.assert_close(d_ptr.sum(0).norm(), d_ce.sum(0).norm() / R, rtol=1e-9, atol=0)
+    per_instance = d_ce.norm(dim=1).mean() / d_ptr.norm(dim=1).mean()
+    assert per_instance.item() > 1.5 * R  # CE's pushes partly cancel over the batch, PtR's add up
+
+
+@pytest.mark.parametrize("loss", ["smooth_l1", "l2"])
+def test_pull_share_matches_a_monte_carlo_estimate_over_the_targets(loss):
+    """ptr/pull_frac = ||E_t g||^2 / E_t ||g||^2 of the pseudo-task's gradient g at the features,
+    against 20000 draws of each kind of target (SML1: features on both sides of |rep - t| = 1)."""
+    from ptr_lightning.ptr import PULL_SHARES, REGRESSION_GRADIENTS, TARGETS
+
+    assert PULL_SHARES.keys() == TARGETS.keys()
+    features = torch.tensor(
+        [[-0.5, 0.0, 0.3, 1.0, 2.5], [0.1, 0.8, 1.7, 3.2, 0.05]], dtype=torch.float64
+    )
+    m, draws = 0.8, 20000
+    for kind in TARGETS:
+        repeated = features.repeat(draws, 1)  # each draw a batch of its own
+        targets = TARGETS[kind](repeated, m, torch.Generator().manual_seed(1)).double()
+        g = REGRESSION_GRADIENTS[loss](repeated, targets).view(draws, *features.shape)
+        monte_carlo = g.mean(0).square().sum() / g.square().mean(0).sum()
+        share = PULL_SHARES[kind](features, m, loss)
+        assert share.item() == pytest.approx(monte_carlo.item(), abs=0.005), kind
+    uniform = PULL_SHARES["uniform"](features, m, loss).item()
+    assert 0.75 < uniform < 0.9  # these features: most of uniform targets' energy is the pull
+    at_m = PULL_SHARES["uniform"](torch.full((2, 3), m, dtype=torch.float64), m, loss)
+    assert at_m.item() == pytest.approx(0.0, abs=1e-9)  # features at m: all noise
+    assert PULL_SHARES["uniform"](features, 0.0, loss).item() == 1.0  # t = 0 for sure
+
+
+def test_without_m_the_backbone_gives_it_unless_m_is_relative_to_the_features():
+    """regularizer.m_mode=features makes regularizer.m a multiplier of the features' mean, 1 by
+    default whatever the backbone (VGG-16's m = 12.5 would scale the targets twice)."""
+    from ptr_lightning.run.build import build_components
+    from tests.conftest import compose_config
+
+    def built_m(*overrides):
+        cfg = compose_config([*overrides, "paths.output_dir=/tmp/unused"])
+        return cfg.regularizer.m, build_components(cfg).regularizer.m
+
+    assert built_m("model=vgg16") == (12.5, 12.5)
+    assert built_m("model=vgg16", "regularizer.m_mode=features") == (1.0, 1.0)
+    assert built_m("model=vgg16", "regularizer.m_mode=features", "regularizer.m=2") == (2, 2.0)
+    assert built_m("model=resnet50", "regularizer.m_mode=features") == (1.0, 1.0)

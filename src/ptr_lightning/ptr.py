@@ -18,7 +18,9 @@ so a training step that back-propagates ``L`` once costs the same as plain fine-
 
 The paper leaves some choices open; each has a registry here, the paper's reading first:
 :data:`TARGETS` (how ``t`` is drawn), :data:`M_MODES` (what ``m`` is relative to) and
-:data:`BALANCES` (where the two gradient norms are measured).
+:data:`BALANCES` (where the two gradient norms are measured). :data:`PULL_SHARES` says, per kind
+of target, how much of the pseudo-task's gradient is a pull towards the targets' mean rather
+than noise (``ptr/pull_frac``).
 
 Nothing here depends on Lightning: use :func:`pseudo_task_loss` from any training loop.
 """
@@ -114,6 +116,60 @@ TARGETS: dict[str, Callable[[Tensor, float, torch.Generator | None], Tensor]] = 
 }
 
 
+# --- the pull share: how much of the pseudo-task's gradient is its expectation --------------
+#
+# With d = rep - t and g = f_reg'(d) per element, the gradient's energy over the targets splits
+# as E_t||g||^2 = ||E_t g||^2 + E_t||g - E_t g||^2: a pull (the same every batch, towards where
+# the targets lie on average) and noise. For t ~ U[0, 2m) both moments have closed forms:
+# E_t g = (F(rep) - F(rep - 2m)) / 2m with F the antiderivative of g (f_reg(., 0) itself), and
+# E_t g^2 = (G(rep) - G(rep - 2m)) / 2m with G the antiderivative of g^2.
+GRADIENT_INTEGRALS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]] = {
+    "smooth_l1": (  # g = clamp(d, -1, 1)
+        lambda d: F.smooth_l1_loss(d, torch.zeros_like(d), reduction="none"),
+        lambda d: torch.where(d.abs() <= 1, d.pow(3) / 3, d - d.sign() * (2 / 3)),
+    ),
+    "l2": (torch.square, lambda d: 4 * d.pow(3) / 3),  # g = 2d
+}
+
+
+def uniform_pull(features: Tensor, m: float, loss: str) -> Tensor:
+    """``||E_t g||^2 / E_t ||g||^2`` over the feature tensor for ``t ~ U[0, 2m)``, closed form.
+
+    It depends on each element's target only through its distribution, so one value per
+    instance (``uniform_instance``) pulls exactly as much as one per element.
+    """
+    if m == 0:  # t = 0 for sure: the gradient is all pull
+        return deterministic_pull(features, m, loss)
+    # Two antiderivatives are differenced: float64 keeps a small m exact (MPS has none).
+    exact = torch.float32 if features.device.type == "mps" else torch.float64
+    x, a = features.detach().to(exact), 2.0 * m
+    mean, energy = ((integral(x) - integral(x - a)) / a for integral in GRADIENT_INTEGRALS[loss])
+    share = mean.square().sum() / energy.sum()
+    return torch.where(energy.sum() > 0, share, torch.zeros_like(share)).float()
+
+
+def deterministic_pull(features: Tensor, m: float, loss: str) -> Tensor:
+    """1: targets that are not random (``constant``, ``zero``) are all pull, no noise."""
+    return torch.ones((), device=features.device)
+
+
+def centred_pull(features: Tensor, m: float, loss: str) -> Tensor:
+    """0: ``t = rep + U(-m, m)`` gives ``g(-u)`` with ``u`` symmetric, whose mean is 0."""
+    return torch.zeros((), device=features.device)
+
+
+# regularizer.targets -> (features, m, loss) -> ptr/pull_frac: the share of the pseudo-task's
+# gradient energy at the features that is its expectation over the targets.
+PULL_SHARES: dict[str, Callable[[Tensor, float, str], Tensor]] = {
+    "uniform": uniform_pull,
+    "uniform_instance": uniform_pull,
+    "constant": deterministic_pull,
+    "centred": centred_pull,
+    "zero": deterministic_pull,
+}
+TARGETS_RULE = one_of("regularizer.targets", TARGETS, " (how the pseudo-targets are drawn)")
+
+
 def scaled_by_feature_mean(m: float, feature_mean: float | None) -> float:
     """``m x`` the feature tensor's mean measured over the epoch before the switch."""
     if feature_mean is None:
@@ -128,16 +184,26 @@ M_MODES: dict[str, Callable[[float, float | None], float]] = {
     "absolute": lambda m, feature_mean: m,
     "features": scaled_by_feature_mean,
 }
-TARGETS_RULE = one_of("regularizer.targets", TARGETS, " (how the pseudo-targets are drawn)")
+# regularizer.m_mode -> regularizer.m when none is given, from the backbone's m (model.ptr.m):
+# relative to the features m multiplies their measured mean, whatever the backbone (VGG-16's
+# 12.5 there would scale the targets twice).
+M_DEFAULTS: dict[str, Callable[[float], float]] = {
+    "absolute": lambda backbone_m: backbone_m,
+    "features": lambda backbone_m: 1.0,
+}
 M_MODE_RULE = one_of("regularizer.m_mode", M_MODES, " (m as given, or x the features' mean)")
 
 
-def mean_row_grad_norm(loss: Tensor, features: Tensor) -> Tensor:
-    """``mean_j ||d loss / d features_j||_2``, in float32 at least (half-precision gradients
-    would lose the norm's precision); keeps the graph for the step's real backward."""
+def feature_gradient(loss: Tensor, features: Tensor) -> Tensor:
+    """``d loss / d features`` in float32 at least (half-precision gradients would lose the
+    norms' precision); keeps the graph for the step's real backward."""
     (grad,) = torch.autograd.grad(loss, features, retain_graph=True)
-    grad = grad.to(torch.promote_types(grad.dtype, torch.float32))
-    return grad.flatten(1).norm(dim=1).mean()
+    return grad.to(torch.promote_types(grad.dtype, torch.float32))
+
+
+def mean_row_grad_norm(loss: Tensor, features: Tensor) -> Tensor:
+    """``mean_j ||d loss / d features_j||_2``: the mean per-instance gradient norm."""
+    return feature_gradient(loss, features).flatten(1).norm(dim=1).mean()
 
 
 def balance_weight(g_ce: Tensor, g_ptr: Tensor, R: float) -> Tensor:
@@ -201,10 +267,22 @@ def parameter_balance(
     return g_ce, global_norm(parameter_gradients(features, d_ptr, parameters))
 
 
+def batch_balance(
+    ce_loss: Tensor, features: Tensor, d_ptr: Tensor, parameters: Sequence[Tensor] | None
+) -> tuple[Tensor, Tensor]:
+    """The batch-summed gradients at the feature tensor, ``||sum_j dL_ce/drep_j||`` and
+    ``||sum_j dL_ptr/drep_j||``: w then bounds the push all instances share (telemetry's
+    ``grad/sum_ptr / grad/sum_ce`` = 1/R), which a coherent pseudo-task makes larger than the
+    per-instance norms say. Costs what ``features`` costs (the head's backward only)."""
+    summed_ce = feature_gradient(ce_loss, features).flatten(1).sum(dim=0)
+    return summed_ce.norm(), d_ptr.flatten(1).sum(dim=0).norm()
+
+
 # regularizer.balance: where the two gradient norms that set w are measured.
 BALANCES: dict[str, Callable[..., tuple[Tensor, Tensor]]] = {
     "features": feature_balance,
     "parameters": parameter_balance,
+    "batch": batch_balance,
 }
 BALANCE_RULE = one_of("regularizer.balance", BALANCES, " (where w balances the two gradients)")
 
@@ -234,8 +312,8 @@ def pseudo_task_loss(
         generator: random generator for the targets, on ``features``' device.
         reduce: applied to both batch-mean gradient norms before ``w`` is formed, e.g. a mean
             across data-parallel ranks so that every rank uses the same ``w``.
-        balance: ``"features"`` (the paper: norms at the feature tensor) or ``"parameters"``
-            (norms of the two losses' gradients over ``parameters``); see :data:`BALANCES`.
+        balance: where w's two norms are measured (:data:`BALANCES`): ``"features"`` (the
+            paper), ``"batch"`` (summed over the batch) or ``"parameters"``.
         parameters: the backbone's parameters, for ``balance="parameters"``.
 
     Returns:

@@ -87,9 +87,17 @@ def column(rows, key):
 
 
 def test_telemetry_leaves_training_unchanged_and_lands_in_metrics_csv(make_cfg):
-    """Identical weights with telemetry at every step and off (deterministic CPU), and every
-    telemetry key at its own step in metrics.csv."""
-    common = ("regularizer.T=100", "trainer.deterministic=true", "seed=1", "trainer.max_epochs=2")
+    """Identical weights with telemetry at every other step and off (deterministic CPU), and
+    every telemetry key at its own step in metrics.csv; with regularizer.balance=batch the
+    pseudo-task's batch-summed push is 1/R of the CE's there."""
+    common = (
+        "regularizer.T=100",
+        "trainer.deterministic=true",
+        "seed=1",
+        "trainer.max_epochs=2",
+        "regularizer.balance=batch",
+        "regularizer.R=4",
+    )
     measured_cfg = make_cfg(*common, "telemetry.every_n_steps=2", out="on")
     measured = train(measured_cfg)
     plain = train(make_cfg(*common, "telemetry.every_n_steps=0", out="off"))
@@ -125,8 +133,12 @@ def test_telemetry_leaves_training_unchanged_and_lands_in_metrics_csv(make_cfg):
         names.GRAD_PARAM_PTR,
         names.GRAD_PARAM_COS,
         names.PTR_LINEAR_FRAC,
+        names.PTR_PULL_FRAC,
     ):
         assert sorted(column(rows, key)) == [4], key
+    summed_ptr, summed_ce = column(rows, names.GRAD_SUM_PTR), column(rows, names.GRAD_SUM_CE)
+    assert summed_ptr[4] / summed_ce[4] == pytest.approx(1 / 4, rel=1e-4)  # balance=batch
+    assert 0 < column(rows, names.PTR_PULL_FRAC)[4] < 1  # uniform targets: pull and noise
     assert all(0 <= v <= 1 for v in column(rows, names.GRAD_COHERENCE_CE).values())
     assert set(column(rows, names.PTR_M).values()) == {1.0}
     entropies = [float(r[names.VAL_ENTROPY]) for r in rows if r.get(names.VAL_ENTROPY)]

@@ -410,6 +410,36 @@ def test_ptr_stream_and_switch_round_trip_through_the_state_dict():
     assert_close(drawn_targets(restored, step, ce), expected)  # continues where it was
 
 
+def test_two_resumes_across_an_off_epoch_keep_the_targets_of_the_uninterrupted_run(tmp_path):
+    """switch=epoch: on (a draw), checkpoint, resume; an epoch off (no draw), checkpoint,
+    resume; on again: the targets continue the stream, not a reseeded one."""
+    step, ce = ptr_step()
+
+    def make():
+        return PseudoTask(R=3.0, m=2.0, loss="l2", seed=5, switch="epoch")
+
+    def resumed(regularizer, name):
+        torch.save({"state_dict": regularizer.state_dict()}, tmp_path / name)
+        restored = make()
+        restored.load_state_dict(torch.load(tmp_path / name, weights_only=True)["state_dict"])
+        return restored
+
+    whole, cut = make(), make()
+    for regularizer in (whole, cut):
+        regularizer.switch(True, epoch=0)
+        first = drawn_targets(regularizer, step, ce)
+    cut = resumed(cut, "epoch0.ckpt")
+    for regularizer in (whole, cut):
+        regularizer.switch(False, epoch=1)
+        assert regularizer(ce, step) == (ce, {})  # off: nothing drawn
+    cut = resumed(cut, "epoch1.ckpt")
+    for regularizer in (whole, cut):
+        regularizer.switch(True, epoch=2)
+    expected = drawn_targets(whole, step, ce)
+    assert not torch.allclose(expected, first)
+    assert_close(drawn_targets(cut, step, ce), expected)
+
+
 def test_an_inactive_pseudo_task_adds_nothing():
     step, ce = ptr_step()
     regularizer = PseudoTask(R=3.0)

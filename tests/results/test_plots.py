@@ -70,6 +70,42 @@ def test_every_figure_is_written_with_its_numbers(digits_sweep, tmp_path, capsys
     assert ece["ft"] == pytest.approx(expected_calibration_error(ft_probs, labels))
 
 
+def test_diagnosis_figure_shows_each_methods_telemetry_against_one_over_r(digits_sweep):
+    """Per method its own runs' telemetry; the push ratios beside 1/R; ft's features and CE
+    (it has no pseudo-task); the CE cut to the steps around the switch."""
+    from ptr_lightning.results.curves import read_series
+
+    groups = group_runs(load_runs([digits_sweep.ptr, digits_sweep.ft]))
+    plot = plots.make("ptr_diagnosis", groups)
+    rows = [dict(zip(plot.columns, row, strict=True)) for row in plot.rows]
+
+    def drawn(method, metric):
+        return {
+            r["step"]: r["mean"] for r in rows if (r["method"], r["metric"]) == (method, metric)
+        }
+
+    ft = read_series(digits_sweep.ft)
+    assert drawn("ft", "feat/mean") == dict(
+        zip(ft["feat/mean"].step, ft["feat/mean"].value, strict=True)
+    )
+    assert set(drawn("ft", "grad/coherence_ce")) == {0, 3}  # one measured step per epoch
+    assert not drawn("ft", "grad/sum_ptr / grad/sum_ce") and not drawn("ft", "ptr/pull_frac")
+    assert set(drawn("ft", "train/ce")) == set(range(6))  # every step: the CE's window
+    for job in job_folders(digits_sweep.ptr):
+        series, regularizer = read_series(job), OmegaConf.load(job / "config.yaml").regularizer
+        (label,) = {g.label for g in groups if job in [r.path for r in g.runs]}
+        summed_ce = dict(zip(series["grad/sum_ce"].step, series["grad/sum_ce"].value, strict=True))
+        push = series["grad/sum_ptr"].value[0] / summed_ce[3]  # the pseudo-task on from step 3
+        assert drawn(label, "grad/sum_ptr / grad/sum_ce") == {3: pytest.approx(push)}
+        assert drawn(label, "1/R (grad/sum_ptr / grad/sum_ce)") == {"": 1 / regularizer.R}
+        assert drawn(label, "ptr/m")[3] == regularizer.m  # the targets' mean beside feat/mean
+        assert 0 < drawn(label, "ptr/pull_frac")[3] < 1
+    panel = plot.figure.axes[4]
+    assert panel.get_title().startswith("grad/sum_ptr / grad/sum_ce")
+    one_over_r = {line.get_ydata()[0] for line in panel.get_lines() if line.get_linestyle() == ":"}
+    assert one_over_r == {1.0, 1 / 3}  # R = 1 and 3, dotted beside the ratios
+
+
 def test_a_figure_without_its_inputs_is_skipped_with_one_line(digits_sweep, tmp_path, capsys):
     """The report's --plots on the PtR sweep alone: no fine-tuning run to compare with."""
     assert report.main([str(digits_sweep.ptr), "--out", str(tmp_path), "--plots"]) == 0

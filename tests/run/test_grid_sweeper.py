@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
 from omegaconf import OmegaConf
@@ -51,6 +52,30 @@ def test_an_override_of_a_gridded_key_restricts_only_the_grids_that_have_it():
     ]
 
 
+def test_an_override_of_a_key_a_grid_holds_keeps_or_leaves_out_that_grid():
+    sweeper = GridSweeper(
+        grids={
+            "ft": {"method": "ft"},
+            "a": {"method": "ptr", "mode": "absolute", "R": "3,10"},
+            "f": {"method": "ptr", "mode": "features", "m": "1,2", "R": "3,10"},
+        }
+    )
+    assert jobs(sweeper, "mode=absolute", "R=3") == [
+        ["method=ft"],
+        ["method=ptr", "mode=absolute", "R=3"],
+    ]
+    # naming a held value keeps that grid as it is: no absolute job with features' m
+    assert jobs(sweeper, "mode=absolute,features", "m=5") == [
+        ["method=ft"],
+        ["method=ptr", "mode=absolute", "R=3"],
+        ["method=ptr", "mode=absolute", "R=10"],
+        ["method=ptr", "mode=features", "m=5", "R=3"],
+        ["method=ptr", "mode=features", "m=5", "R=10"],
+    ]
+    with pytest.raises(ValueError, match="no grid of the sweep has the values given for method"):
+        jobs(sweeper, "method=lwf")
+
+
 def test_without_grids_it_is_the_basic_sweeper():
     assert jobs(GridSweeper(), "a=1,2", "b=3") == [["a=1", "b=3"], ["a=2", "b=3"]]
 
@@ -63,7 +88,8 @@ def test_ptr_diagnosis_runs_fine_tuning_once_per_seed():
     params = [f"{key}={value}" for key, value in sweeper.params.items()]
     all_jobs = jobs(sweeper, *params)
     methods = Counter(job[0] for job in all_jobs)
-    assert methods == {"method=ft": 3, "method=ptr_sml1": 3 * 4 * 2 * 3 * 3, "method=fnp": 27}
+    # PtR: 4 targets x 3 switches x 3 R, with the backbone's m or 3 multipliers of the features'
+    assert methods == {"method=ft": 3, "method=ptr_sml1": 3 * 4 * 3 * 3 * (1 + 3), "method=fnp": 27}
     assert len({tuple(job) for job in all_jobs}) == len(all_jobs)  # no job twice
     restricted = jobs(sweeper, *params, "regularizer.R=3", "regularizer.m_mode=absolute")
     assert Counter(job[0] for job in restricted) == {

@@ -11,9 +11,12 @@ here each grid forms its own product and the jobs are the union::
           ft: {method: ft}                     # 3 jobs
           ptr: {method: ptr_sml1, regularizer.R: 3,10,30}   # 9 jobs
 
-A ``params`` or command-line override of a key that some grid sets replaces it in those grids
+A ``params`` or command-line override of a key that some grid sweeps replaces it in those grids
 and is not added to the others (``regularizer.R=3`` restricts the PtR grid, leaves ``ft``
-alone); any other override applies to every grid. No ``grids``: exactly the basic sweeper.
+alone); any other override applies to every grid. A key a grid holds at one value says what the
+grid is (``regularizer.m_mode: features``): an override that does not name that value leaves
+the grid out (``regularizer.m_mode=absolute`` runs only the grids of absolute m), one that
+names it leaves the grid as it is. No ``grids``: exactly the basic sweeper.
 Hydra only loads sweepers from the ``hydra_plugins`` package, hence this module's home.
 """
 
@@ -67,10 +70,25 @@ class GridSweeper(BasicSweeper):
         gridded = {o.key_or_group for grid in grids for o in grid}
         jobs: list[list[str]] = []
         for grid in grids:
+            held = {o.key_or_group: values(o)[0] for o in grid if not o.is_sweep_override()}
+            if any(
+                o.key_or_group in held and held[o.key_or_group] not in values(o) for o in overrides
+            ):
+                continue  # asked for another value of a key that defines this grid
             own = {o.key_or_group for o in grid}
-            shared = [o for o in overrides if o.key_or_group not in gridded - own]
+            shared = [o for o in overrides if o.key_or_group not in (gridded - own) | held.keys()]
             # The basic sweeper keeps the last override of a key: the grid's, then the shared
             # ones (the command line last) replace it.
             (product,) = BasicSweeper.split_arguments([*grid, *shared], None)
             jobs += product
+        if not jobs:
+            keys = sorted({o.key_or_group for o in overrides} & gridded)
+            raise ValueError(f"no grid of the sweep has the values given for {', '.join(keys)}")
         return list(BasicSweeper.split_overrides_to_chunks(jobs, max_batch_size))
+
+
+def values(override: Override) -> list[str]:
+    """The values an override gives its key: each of a sweep's, or its one."""
+    if override.is_sweep_override():
+        return list(override.sweep_string_iterator())
+    return [override.get_value_element_as_str()]

@@ -34,6 +34,7 @@ FEAT_MEAN = "feat/mean"  # the feature tensor's mean, std and share of exact zer
 FEAT_STD = "feat/std"
 FEAT_ZERO_FRAC = "feat/zero_frac"
 PTR_LINEAR_FRAC = "ptr/linear_frac"  # share of |rep - t| > 1: where SML1's gradient saturates
+PTR_PULL_FRAC = "ptr/pull_frac"  # ||E_t g||^2 / E_t ||g||^2: the pseudo-task's pull, not noise
 GRAD_COHERENCE_CE = "grad/coherence_ce"  # ||mean_j g_j||^2 / mean_j ||g_j||^2 at the features
 GRAD_COHERENCE_PTR = "grad/coherence_ptr"
 GRAD_SUM_CE = "grad/sum_ce"  # ||sum_j g_j||: the batch-summed gradient at the features
@@ -48,6 +49,7 @@ TELEMETRY = frozenset(
         FEAT_STD,
         FEAT_ZERO_FRAC,
         PTR_LINEAR_FRAC,
+        PTR_PULL_FRAC,
         GRAD_COHERENCE_CE,
         GRAD_COHERENCE_PTR,
         GRAD_SUM_CE,

@@ -15,7 +15,9 @@ that belongs to instance j (instance j's own gradient, divided by the batch size
 
 for the cross-entropy (``_ce``) and for the regularizer's weighted term when it is a function
 of the features (``_ptr``: PtR's ``w L_ptr``, FNP's, the feature-norm penalty's), and the
-cosine of the two parameter gradients. Compare ``ptr/g_ce`` = mean_j ||r_j|| (what w balances).
+cosine of the two parameter gradients. Compare ``ptr/g_ce``, what w divides: mean_j ||r_j||
+with ``balance=features``, ``summed`` with ``batch`` (then ``grad/sum_ptr / grad/sum_ce`` = 1/R),
+``param`` with ``parameters``.
 """
 
 from __future__ import annotations

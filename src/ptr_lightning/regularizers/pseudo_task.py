@@ -18,6 +18,7 @@ from ptr_lightning.ptr import (
     M_MODE_RULE,
     M_MODES,
     MEAN_RULE,
+    PULL_SHARES,
     RATIO_RULE,
     SATURATION,
     TARGETS,
@@ -48,10 +49,14 @@ class PseudoTask(Regularizer):
     * ``m_mode`` (:data:`ptr.M_MODES`): ``absolute``, or ``features``: ``m`` x the mean of the
       feature tensor over the epoch that ended with the switch-on (measured while off, kept
       in the checkpoint; ``ptr/m`` logs the m in use);
-    * ``balance`` (:data:`ptr.BALANCES`): gradient norms at the ``features`` (the paper) or
-      over the backbone's ``parameters`` (needs :meth:`attach`);
-    * ``switch`` (:data:`callbacks.SWITCHES`): ``latch`` (the paper), ``epoch`` (re-decided
+    * ``balance`` (:data:`ptr.BALANCES`): mean per-instance gradient norms at the
+      ``features`` (the paper), norms of the ``batch``-summed gradients there, or over the
+      backbone's ``parameters`` (needs :meth:`attach`);
+    * ``switch`` (:data:`switches.SWITCHES`): ``latch`` (the paper), ``epoch`` (re-decided
       every epoch) or ``lr_drop`` (on from the first learning-rate reduction).
+
+    On telemetry steps it adds ``ptr/pull_frac`` (:data:`ptr.PULL_SHARES`) and, for SML1,
+    ``ptr/linear_frac``.
 
     The targets come from a generator of their own (seeded with ``seed``), so drawing them does
     not shift the random stream that dropout and augmentation use: FNP, PtR and plain
@@ -163,11 +168,14 @@ class PseudoTask(Regularizer):
 
     # The generator's state travels with the switch in the module's state_dict (so in every
     # checkpoint) as a tensor, empty before the first draw, and is applied when the generator
-    # is next made, on whatever device the features are then on.
+    # is next made, on whatever device the features are then on. A state restored but not yet
+    # applied (no draw since the resume: the pseudo-task was off) is saved as it was restored.
     def get_extra_state(self) -> dict[str, Any]:
         generator = torch.empty(0, dtype=torch.uint8)
         if self._generator is not None:
             generator = self._generator.get_state()
+        elif self._pending_generator_state is not None:
+            generator = self._pending_generator_state
         return {
             "active": self.active,
             "switch_epoch": self.switch_epoch,
@@ -211,10 +219,12 @@ class PseudoTask(Regularizer):
             names.PTR_G_PTR: stats["g_ptr"],
             names.PTR_M: m,
         }
-        if step.measure and self.loss in SATURATION:
-            out[names.PTR_LINEAR_FRAC] = saturated_fraction(
-                features, targets, SATURATION[self.loss]
-            )
+        if step.measure:
+            out[names.PTR_PULL_FRAC] = PULL_SHARES[self.targets](features, m, self.loss)
+            if self.loss in SATURATION:
+                out[names.PTR_LINEAR_FRAC] = saturated_fraction(
+                    features, targets, SATURATION[self.loss]
+                )
         return total, out
 
     def backbone_parameters(self) -> Sequence[Tensor] | None:

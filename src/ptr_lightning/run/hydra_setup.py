@@ -35,6 +35,13 @@ def _hydra_subdir(resume: str | None, stamp: str) -> str:
     return f".hydra/resume-{stamp}" if resume and resume != AUTO_RESUME else ".hydra"
 
 
+def _default_m(m_mode: str, backbone_m: float) -> float:
+    from ptr_lightning.ptr import M_DEFAULTS  # torch: only when a config asks
+
+    # An unknown mode keeps the backbone's m: regularizer.m_mode's own rule then names the key.
+    return M_DEFAULTS.get(m_mode, M_DEFAULTS["absolute"])(backbone_m)
+
+
 def _gpu_count() -> int:
     import torch  # only when a config asks (cluster=local_gpus)
 
@@ -44,3 +51,4 @@ def _gpu_count() -> int:
 OmegaConf.register_new_resolver("ptr.run_dir", _resumed_folder, replace=True)
 OmegaConf.register_new_resolver("ptr.hydra_subdir", _hydra_subdir, replace=True)
 OmegaConf.register_new_resolver("ptr.gpu_count", _gpu_count, replace=True)
+OmegaConf.register_new_resolver("ptr.default_m", _default_m, replace=True)

@@ -10,7 +10,9 @@ with their group's fine-tuning (``ft``) baseline. Figures:
 1. ``learning_curves``: train/ce (epoch mean), val/acc and the learning rate per epoch, one line
    per method (mean over seeds, band: min to max);
 2. ``ptr_telemetry``: ptr/w, ptr/g_ce, ptr/g_ptr (and other ptr/* keys) per step, the epoch the
-   pseudo-task switched on marked;
+   pseudo-task switched on marked; ``ptr_diagnosis``: what the pseudo-task does to the features
+   and gradients (feature mean with the targets' m, dead units, coherences, the push over the
+   batch and at the weights against 1/R, their cosine, the pull share, CE around the switch);
 3. ``heatmap_R_m``: the metric's mean (std) per (R, m), coloured by its gain over ft (a
    hatched "never on" cell: the pseudo-task never switched on in its runs);
 4. ``per_class_gain``: per-class accuracy of PtR minus ft, sorted;
@@ -34,6 +36,7 @@ from typing import Any
 
 from ptr_lightning.core import names
 from ptr_lightning.core.atomic_files import writable
+from ptr_lightning.results.plots.diagnosis import ptr_diagnosis
 from ptr_lightning.results.plots.figure import Missing, Plot
 from ptr_lightning.results.plots.predictions import (
     entropy_histogram,
@@ -52,6 +55,7 @@ DPI = 90
 FIGURES: dict[str, Callable[..., Plot]] = {
     "learning_curves": learning_curves,
     "ptr_telemetry": ptr_telemetry,
+    "ptr_diagnosis": ptr_diagnosis,
     "heatmap_R_m": heatmap_r_m,
     "per_class_gain": per_class_gain,
     "entropy_histogram": entropy_histogram,

@@ -53,10 +53,17 @@ def learning_curves(groups: Sequence[Group]) -> Plot:
 
 
 def switch_step(run: Run) -> float | None:
-    active = run.series.get(names.PTR_ACTIVE)
-    if active is None or not (active.value > 0).any():
-        return None
-    return float(active.step[np.argmax(active.value > 0)])
+    """The first step logged with the pseudo-task on: ``ptr/active`` (thinned out by
+    ``trainer.log_every_n_steps``) or a telemetry key only an active pseudo-task has (logged at
+    its own step), whichever comes first."""
+    steps = [
+        float(
+            series.step[np.argmax(series.value > 0)] if key == names.PTR_ACTIVE else series.step[0]
+        )
+        for key in (names.PTR_ACTIVE, names.GRAD_COHERENCE_PTR)
+        if (series := run.series.get(key)) is not None and (series.value > 0).any()
+    ]
+    return min(steps, default=None)
 
 
 def ptr_telemetry(groups: Sequence[Group]) -> Plot:
