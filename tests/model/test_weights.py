@@ -8,18 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-from omegaconf import OmegaConf
-
-from ptr_lightning.core.config_dir import CONFIG_DIR
 from ptr_lightning.core.errors import WeightsError
 from ptr_lightning.model.backbones import build_backbone_and_head
 from ptr_lightning.run.train import train
+from tests.conftest import compose_config
 
 
-def model_cfg(arch="resnet18", weights=None, head=("fc",)):
-    return OmegaConf.create(
-        {"arch": arch, "weights": weights, "imagenet_weights": "IMAGENET1K_V1", "head": list(head)}
-    )
+def model_cfg(arch="resnet18", weights=None):
+    """The ``model`` node of ``model=torchvision model.arch=<arch>``, composed as the CLI does."""
+    overrides = ["model=torchvision", f"model.arch={arch}", "model.imagenet_weights=IMAGENET1K_V1"]
+    return compose_config([*overrides, f"model.weights={weights or 'null'}"]).model
 
 
 def test_torchvision_state_dict_file_loads_everything_but_the_classifier(tmp_path):
@@ -34,8 +32,7 @@ def test_torchvision_state_dict_file_loads_everything_but_the_classifier(tmp_pat
 
 
 def test_vgg_feature_tensor_is_fc7_after_relu_and_head_is_dropout_plus_linear():
-    cfg = OmegaConf.load(CONFIG_DIR / "model" / "vgg16.yaml")
-    cfg.weights = None
+    cfg = compose_config(["model=vgg16", "model.weights=null"]).model
     with torch.device("meta"):
         backbone, head, _ = build_backbone_and_head(cfg, 5)
     assert isinstance(backbone.classifier[4], torch.nn.ReLU)
