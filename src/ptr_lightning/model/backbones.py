@@ -105,11 +105,12 @@ def build_backbone_and_head(
     return split_classifier(build_pretrained(model_cfg), model_cfg, num_classes)
 
 
-def layer_ids(backbone: nn.Module, model_cfg) -> dict[str, int] | None:
-    """Each backbone parameter's layer (0 = first) when ``model.layer_decay`` is set."""
+def layer_depths(backbone: nn.Module, model_cfg) -> dict[str, int] | None:
+    """Each backbone parameter's depth below the head (0: learns with the head, 1: the layer
+    just below it, ...) when ``model.layer_decay`` is set."""
     if model_cfg.get("layer_decay") is None:
         return None
-    return library(model_cfg).layer_ids(backbone, model_cfg)
+    return library(model_cfg).layer_depths(backbone, model_cfg)
 
 
 def prepare_to_run(backbone: nn.Module, head: nn.Module, model_cfg) -> None:

@@ -59,7 +59,7 @@ def run_on_meta(model: nn.Module, input_size: int, *, what: str) -> dict[str, Te
             f"{what} does not run on {input_size}x{input_size} images (model.input.size; the "
             f"data's crop follows it): {type(err).__name__}: {err}. A model built for one input "
             "size (a ViT) needs that size, or is built for another (model.kwargs: torchvision's "
-            "image_size, timm's img_size)."
+            "image_size, timm's img_size: +model.kwargs.img_size=...)."
         ) from err
     finally:
         for hook in hooks:

@@ -31,8 +31,8 @@ class FineTuner(L.LightningModule):
     feature tensor), and the step then back-propagates ``regularizer(ce)`` through the backbone
     once. ``epoch_ce`` is the epoch's mean training cross-entropy (what the pseudo-task switch
     compares with T). The optimizer is ``optimizer.build`` on the parameter groups
-    (:func:`~ptr_lightning.model.optimizer.parameter_groups`; ``layers``: each backbone
-    parameter's layer, for layer-wise learning-rate decay). The learning-rate ``schedule``
+    (:func:`~ptr_lightning.model.optimizer.parameter_groups`; ``depths``: each backbone
+    parameter's depth below the head, for layer-wise learning-rate decay). The learning-rate ``schedule``
     (built as ``schedule(optimizer, steps_per_epoch=...)``, checkpointed by Lightning) is told
     of every step and every epoch's end.
 
@@ -64,7 +64,7 @@ class FineTuner(L.LightningModule):
         val_transform: nn.Module | None = None,
         test_transform: nn.Module | None = None,
         telemetry: TelemetrySettings | None = None,
-        layers: Mapping[str, int] | None = None,
+        depths: Mapping[str, int] | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -73,7 +73,7 @@ class FineTuner(L.LightningModule):
         self.val_transform = val_transform or SingleView()
         self.test_transform = test_transform or SingleView()
         self.optimizer_settings, self.schedule = optimizer, schedule
-        self.layers = layers
+        self.depths = depths
         self.telemetry = telemetry or TelemetrySettings()
         # nan_strategy="disable": no NaN check, which would read the value (a host sync) every
         # step; a non-finite loss stops training anyway (NonFiniteGuard).
@@ -98,7 +98,7 @@ class FineTuner(L.LightningModule):
         decay = 0.0 if self.regularizer.replaces_weight_decay else settings.weight_decay
         # A regularizer's own trainable parts (LwF's old-task head) train like the new head.
         own = [p for p in self.regularizer.parameters() if p.requires_grad]
-        groups = parameter_groups(settings, self.backbone, self.head, own, self.layers)
+        groups = parameter_groups(settings, self.backbone, self.head, own, self.depths)
         optimizer = settings.build(groups, lr=settings.lr, weight_decay=decay)
         # "name": LearningRateMonitor logs lr/backbone, lr/head (, lr/regularizer).
         schedule = self.schedule(optimizer, steps_per_epoch=self.steps_per_epoch)

@@ -91,28 +91,27 @@ def parameter_groups(
     backbone: nn.Module,
     head: nn.Module,
     extra: list[nn.Parameter],
-    layers: Mapping[str, int] | None = None,
+    depths: Mapping[str, int] | None = None,
 ) -> list[dict[str, Any]]:
     """The optimizer's parameter groups, each named (``LearningRateMonitor`` logs
-    ``lr/<name>``): the backbone at ``lr`` (with ``layers``, layer ``i`` of ``n`` at
-    ``lr x layer_decay^(n - 1 - i)``, named ``backbone.layer<i>``, the last ``backbone``), the
-    head at ``lr x head_lr_mult``, and ``extra`` (a regularizer's own trainable parts, LwF's
-    old-task head) like the head."""
+    ``lr/<name>``): the backbone at ``lr`` (with ``depths``, each parameter's depth below the
+    head, the layer at depth ``d`` at ``lr x layer_decay^d``, named ``backbone.depth<d>``; depth
+    0 is ``backbone``), the head at ``lr x head_lr_mult``, and ``extra`` (a regularizer's own
+    trainable parts, LwF's old-task head) like the head."""
     lr, head_lr = settings.lr, settings.lr * settings.head_lr_mult
-    if layers is None or settings.layer_decay is None:
+    if depths is None or settings.layer_decay is None:
         groups = [{"name": "backbone", "params": list(backbone.parameters()), "lr": lr}]
     else:
-        top = max(layers.values(), default=0)
-        by_layer: dict[int, list[nn.Parameter]] = {}
+        by_depth: dict[int, list[nn.Parameter]] = {}
         for name, parameter in backbone.named_parameters():
-            by_layer.setdefault(layers[name], []).append(parameter)
+            by_depth.setdefault(depths[name], []).append(parameter)
         groups = [
             {
-                "name": "backbone" if layer == top else f"backbone.layer{layer}",
+                "name": f"backbone.depth{depth}" if depth else "backbone",
                 "params": params,
-                "lr": lr * math.pow(settings.layer_decay, top - layer),
+                "lr": lr * math.pow(settings.layer_decay, depth),
             }
-            for layer, params in sorted(by_layer.items())
+            for depth, params in sorted(by_depth.items(), reverse=True)
         ]
     groups.append({"name": "head", "params": list(head.parameters()), "lr": head_lr})
     if extra:

@@ -125,9 +125,10 @@ class TimmModels:
         model.reset_classifier(0)
         return model
 
-    def layer_ids(self, backbone: nn.Module, model_cfg) -> dict[str, int]:
-        """Each backbone parameter's layer for layer-wise learning-rate decay: timm's
-        ``group_parameters`` with the model's own ``group_matcher``."""
+    def layer_depths(self, backbone: nn.Module, model_cfg) -> dict[str, int]:
+        """Each backbone parameter's depth below the head, for layer-wise learning-rate decay:
+        the layers of timm's ``group_parameters`` with the model's own ``group_matcher``, the
+        last one just below the head (depth 1), as timm's ``param_groups_layer_decay`` has it."""
         timm = import_timm()
         if not hasattr(backbone, "group_matcher"):
             raise ConfigError(
@@ -135,4 +136,6 @@ class TimmModels:
                 "its parameters in layers; set model.layer_decay=null"
             )
         matcher = backbone.group_matcher(coarse=False)
-        return dict(timm.models.group_parameters(backbone, matcher, reverse=True))
+        layers = timm.models.group_parameters(backbone, matcher, reverse=True)
+        top = max(layers.values()) + 1
+        return {name: top - layer for name, layer in layers.items()}

@@ -72,21 +72,22 @@ class TorchvisionModels:
             model.set_submodule(name, nn.Identity())
         return model
 
-    def layer_ids(self, backbone: nn.Module, model_cfg) -> dict[str, int]:
-        """Each backbone parameter's layer for layer-wise learning-rate decay, from the
-        ``model.layers`` patterns; see :func:`layers_from_patterns`."""
+    def layer_depths(self, backbone: nn.Module, model_cfg) -> dict[str, int]:
+        """Each backbone parameter's depth below the head, for layer-wise learning-rate decay,
+        from the ``model.layers`` patterns (:func:`depths_from_patterns`)."""
         names = [name for name, _ in backbone.named_parameters()]
-        return layers_from_patterns(names, list(model_cfg.layers or []))
+        return depths_from_patterns(names, list(model_cfg.layers or []))
 
 
-def layers_from_patterns(names: Sequence[str], patterns: Sequence[str]) -> dict[str, int]:
-    """Number the layers of parameters ``names``, first to last.
+def depths_from_patterns(names: Sequence[str], patterns: Sequence[str]) -> dict[str, int]:
+    """The depth below the head of each of the parameters ``names`` (BEiT's numbering).
 
     The first of ``patterns`` (regular expressions, ``re.search``) that matches a name places it
-    at the integers it captures (``^blocks\\.(\\d+)\\.`` gives one layer per block); layers are
-    numbered in the order of those integers, and a name that no pattern matches belongs to one
-    last layer (e.g. the final norm). Hand-written because timm's ``group_parameters``, which
-    does the same with a model's own ``group_matcher``, is an optional dependency here.
+    in a layer, one per value of the integers it captures (``^blocks\\.(\\d+)\\.``: one layer per
+    block); the layers, in the order of those integers, take depths n, ..., 1 (the last one just
+    below the head). A name that no pattern matches (the final norm) learns with the head:
+    depth 0. Hand-written because timm's ``group_parameters``, which places parameters with a
+    model's own ``group_matcher``, is an optional dependency here.
     """
     if not patterns:
         raise ConfigError(
@@ -94,10 +95,10 @@ def layers_from_patterns(names: Sequence[str], patterns: Sequence[str]) -> dict[
             "parameters in layers (the vit_b_16 and swin_t presets have them)"
         )
     compiled = [re.compile(pattern) for pattern in patterns]
-    keys: dict[str, tuple[float, ...]] = {}
+    keys: dict[str, tuple[int, ...] | None] = {}
     for name in names:
         match = next((m for m in (c.search(name) for c in compiled) if m), None)
-        numbers = match.groups() if match else (float("inf"),)
-        keys[name] = tuple(float(n) for n in numbers if n is not None)
-    order = {key: i for i, key in enumerate(sorted(set(keys.values())))}
-    return {name: order[key] for name, key in keys.items()}
+        keys[name] = None if match is None else tuple(int(n) for n in match.groups() if n)
+    layers = sorted({key for key in keys.values() if key is not None})
+    depth = {key: len(layers) - i for i, key in enumerate(layers)}
+    return {name: 0 if key is None else depth[key] for name, key in keys.items()}

@@ -28,7 +28,7 @@ from ptr_lightning.model.backbones import (
     Pretrained,
     build_pretrained,
     check_model,
-    layer_ids,
+    layer_depths,
     prepare_to_run,
     split_classifier,
 )
@@ -159,7 +159,7 @@ def build_module(
         val_transform=datamodule.val_transform,
         test_transform=datamodule.test_transform,
         telemetry=components.telemetry,
-        layers=layer_ids(backbone, cfg.model),
+        depths=layer_depths(backbone, cfg.model),
     )
     # After the module took its references (LwF copies the backbone as its eager teacher).
     prepare_to_run(module.backbone, module.head, cfg.model)
