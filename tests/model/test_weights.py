@@ -89,3 +89,34 @@ def test_imagenet_weights_offline_say_where_to_put_the_file(monkeypatch):
     message = str(err.value)
     assert "resnet18-f37072fd.pth" in message and "checkpoints" in message
     assert "model.weights=" in message
+
+
+def timm_cfg(weights: str):
+    """``model=timm`` with the tiny test_vit at 32x32 and ``weights``."""
+    pytest.importorskip("timm")
+    overrides = ["model=timm", "model.name=test_vit.r160_in1k", "+model.kwargs.img_size=32"]
+    return compose_config([*overrides, "dataset.image_size=32", f"model.weights={weights}"]).model
+
+
+def test_timm_pretrained_weights_offline_name_the_file_and_where_it_goes():
+    with pytest.raises(WeightsError) as err:  # the tests run with HF_HUB_OFFLINE=1
+        build_backbone_and_head(timm_cfg("pretrained"), 3)
+    message = str(err.value)
+    assert "huggingface.co/timm/test_vit.r160_in1k/resolve/main/model.safetensors" in message
+    assert "model.weights=/path/to/model.safetensors" in message
+
+
+def test_timm_weights_file_loads_through_timms_pretrained_config(tmp_path):
+    timm = pytest.importorskip("timm")
+    from safetensors.torch import save_file
+
+    source = timm.create_model("test_vit", img_size=32)
+    save_file(source.state_dict(), tmp_path / "model.safetensors")
+    backbone, head, source_classifier = build_backbone_and_head(
+        timm_cfg(tmp_path / "model.safetensors"), 3
+    )
+    torch.testing.assert_close(backbone.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
+    torch.testing.assert_close(source_classifier.weight, source.head.weight)
+    assert isinstance(backbone.head, torch.nn.Identity) and head[-1].out_features == 3
+    with pytest.raises(WeightsError, match="no such file"):
+        build_backbone_and_head(timm_cfg(tmp_path / "nope.safetensors"), 3)

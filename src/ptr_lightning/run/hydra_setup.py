@@ -41,16 +41,21 @@ def _gpu_count() -> int:
     return max(torch.cuda.device_count(), 1)
 
 
+def _as_config(value):
+    # A list as a ListConfig: OmegaConf.resolve cannot put a plain list in a node.
+    return OmegaConf.create(value) if isinstance(value, list) else value
+
+
 def _torchvision_input(arch: str, weights: str, key: str):
     from ptr_lightning.model.torchvision_models import input_spec  # only when a config asks
 
-    return input_spec(arch, weights, key)
+    return _as_config(input_spec(arch, weights, key))
 
 
 def _timm_input(name: str, key: str):
     from ptr_lightning.model.timm_models import input_spec  # only when a config asks
 
-    return input_spec(name, key)
+    return _as_config(input_spec(name, key))
 
 
 OmegaConf.register_new_resolver("ptr.run_dir", _resumed_folder, replace=True)
