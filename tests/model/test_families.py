@@ -4,6 +4,8 @@ the model's own classifier, and the paper's five backbones keep the feature laye
 from __future__ import annotations
 
 import importlib.util
+import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +13,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import nn
 
+from ptr_lightning.core import names
 from ptr_lightning.model.backbones import (
     build_backbone_and_head,
     build_pretrained,
@@ -21,9 +24,12 @@ from ptr_lightning.model.classifier import evaluating
 from ptr_lightning.model.optimizer import OptimizerSettings, parameter_groups
 from ptr_lightning.regularizers import StepTensors
 from ptr_lightning.run.build import build_module
+from ptr_lightning.run.train import train
 from tests.conftest import compose_config
+from tests.fixtures.run_folders import learning_rates
 
 # Every family preset and both generic routes, on the TINY digits at 32x32 (ConvNeXt's least).
+TIMM_VIT = ["model=timm", "model.name=test_vit"]
 ROUTES = {
     "convnext_tiny": ["model=convnext_tiny"],
     "efficientnet_b0": ["model=efficientnet_b0"],
@@ -31,7 +37,7 @@ ROUTES = {
     "vit_b_16": ["model=vit_b_16"],
     "swin_t": ["model=swin_t"],
     "torchvision": ["model=torchvision", "model.arch=mnasnet0_5"],
-    "timm_vit": ["model=timm", "model.name=test_vit", "+model.kwargs.img_size=32"],
+    "timm_vit": [*TIMM_VIT, "+model.kwargs.img_size=32"],  # built for 32x32
     "timm_convnext": ["model=timm", "model.name=test_convnext.r160_in1k"],
 }
 
@@ -145,3 +151,26 @@ def test_layer_wise_decay_gives_each_layer_its_rate(overrides, depths):
     assert rates.get("backbone", 1.0) == 1.0  # depth 0 (the final norm) learns at model.lr
     in_groups = sum(len(group["params"]) for group in groups)
     assert in_groups == len(list(backbone.parameters())) + len(list(head.parameters()))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("timm") is None, reason="timm extra")
+def test_a_timm_vit_fine_tunes_with_adamw_warm_up_cosine_and_layer_decay(make_cfg):
+    cfg = make_cfg(
+        *TIMM_VIT,
+        "+model.kwargs.img_size=16",
+        "model.layer_decay=0.5",
+        "scheduler.interval=step",
+        "scheduler.warmup=2",
+        "trainer.max_epochs=2",
+        "regularizer.T=100",
+    )
+    metrics = train(cfg)
+    run = Path(cfg.paths.output_dir)
+    assert metrics["ptr_switch_epoch"] == 0 and 0.0 <= metrics["test/acc"] <= 1.0
+    # 3 steps an epoch, 6 in all: 2 of warm-up from 0.01, then the cosine from step 2.
+    lr, after_epoch = cfg.model.lr, (1 + math.cos(math.pi / 4)) / 2
+    assert learning_rates(run, "head") == pytest.approx([0.01 * lr, after_epoch * lr])
+    deepest = [0.01 * lr * 0.5**7, after_epoch * lr * 0.5**7]  # the patch embedding
+    assert learning_rates(run, "backbone.depth7") == pytest.approx(deepest)
+    groups = torch.load(run / names.LAST_CHECKPOINT, weights_only=True)["optimizer_states"][0]
+    assert all(tuple(group["betas"]) == (0.9, 0.999) for group in groups["param_groups"])
