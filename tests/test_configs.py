@@ -103,9 +103,10 @@ def test_the_data_follows_the_models_input():
     assert transforms.test_transform.normalize.std.flatten().tolist() == [127.5] * 3
     digits = compose_config(timm)  # the images are the model's input, whole
     assert digits.model.input.size == digits.dataset.image_size == 32
-    assert build_components(digits).datamodule.val_transform.normalize.mean.flatten().tolist() == [
-        127.5
-    ] * 3
+    assert (
+        build_components(digits).datamodule.val_transform.normalize.mean.flatten().tolist()
+        == [127.5] * 3
+    )
 
 
 def test_per_backbone_defaults_follow_the_paper():

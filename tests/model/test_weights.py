@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+
 from ptr_lightning.core.errors import WeightsError
 from ptr_lightning.model.backbones import build_backbone_and_head
 from ptr_lightning.run.train import train

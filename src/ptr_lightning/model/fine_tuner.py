@@ -32,9 +32,9 @@ class FineTuner(L.LightningModule):
     once. ``epoch_ce`` is the epoch's mean training cross-entropy (what the pseudo-task switch
     compares with T). The optimizer is ``optimizer.build`` on the parameter groups
     (:func:`~ptr_lightning.model.optimizer.parameter_groups`; ``depths``: each backbone
-    parameter's depth below the head, for layer-wise learning-rate decay). The learning-rate ``schedule``
-    (built as ``schedule(optimizer, steps_per_epoch=...)``, checkpointed by Lightning) is told
-    of every step and every epoch's end.
+    parameter's depth below the head, for layer-wise learning-rate decay). The learning-rate
+    ``schedule`` (built as ``schedule(optimizer, steps_per_epoch=...)``, checkpointed by
+    Lightning) is told of every step and every epoch's end.
 
     Evaluation averages class probabilities over the views the eval transform returns (one view
     by default, ten crops for the paper's protocol). Validation during training uses

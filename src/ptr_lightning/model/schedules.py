@@ -196,7 +196,9 @@ class WarmupCosineLR(LambdaLR):
         if t < self.warmup:
             return self.start_factor + (1.0 - self.start_factor) * t / self.warmup
         progress = min((t - self.warmup) / (self.total - self.warmup), 1.0)
-        return self.min_factor + (1.0 - self.min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return self.min_factor + (1.0 - self.min_factor) * 0.5 * (
+            1.0 + math.cos(math.pi * progress)
+        )
 
     def end_step(self) -> None:
         if self.interval == "step":

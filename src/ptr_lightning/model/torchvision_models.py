@@ -50,6 +50,11 @@ class TorchvisionModels:
 
     def check(self, model_cfg) -> None:
         ARCH_RULE.check(model_cfg.arch)
+        if model_cfg.get("layer_decay") is not None and not model_cfg.get("layers"):
+            raise ConfigError(
+                "model.layer_decay needs model.layers: regular expressions that place the "
+                "backbone's parameters in layers (the vit_b_16 and swin_t presets have them)"
+            )
 
     def build(self, model_cfg) -> tuple[nn.Module, str]:
         """The model with ``model.weights`` loaded, and its classifier's name."""
@@ -89,11 +94,6 @@ def depths_from_patterns(names: Sequence[str], patterns: Sequence[str]) -> dict[
     depth 0. Hand-written because timm's ``group_parameters``, which places parameters with a
     model's own ``group_matcher``, is an optional dependency here.
     """
-    if not patterns:
-        raise ConfigError(
-            "model.layer_decay needs model.layers: regular expressions that place the backbone's "
-            "parameters in layers (the vit_b_16 and swin_t presets have them)"
-        )
     compiled = [re.compile(pattern) for pattern in patterns]
     keys: dict[str, tuple[int, ...] | None] = {}
     for name in names:
