@@ -111,14 +111,7 @@ class ArchiveDataModule(InMemoryDataModule):
         self.decode_workers, self.skip_unreadable = decode_workers, skip_unreadable
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self.skipped: dict[str, list[str]] = {}
-        self.train_transform = TrainAugment(
-            crop=crop,
-            max_scale=max_scale,
-            max_rotation=max_rotation,
-            flip=flip,
-            mean=mean,
-            std=std,
-        )
+        self.train_transform = TrainAugment(crop, max_scale, max_rotation, flip, mean=mean, std=std)
         self.val_transform = CentreCrop(crop, mean, std)
         self.test_transform = TenCrop(crop, mean, std) if ten_crop else CentreCrop(crop, mean, std)
         if crop > image_size:
