@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
@@ -104,6 +105,29 @@ def test_cosine_schedule_warms_up_linearly_then_decays_to_its_floor():
     steps = cosine_rates(max_epochs=2, warmup=3, interval="step", steps_per_epoch=lambda: 4)
     assert steps[:4] == pytest.approx([0.01, 0.34, 0.67, 1.0])
     assert steps[4:] == pytest.approx([(1 + math.cos(math.pi * t / 5)) / 2 for t in range(1, 6)])
+
+
+def test_cosine_schedule_resumes_where_its_checkpoint_left_it():
+    def schedule() -> WarmupCosineLR:
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        return WarmupCosineLR(optimizer, max_epochs=6, warmup=2)
+
+    run, resumed = schedule(), schedule()
+    for _ in range(3):
+        run.end_epoch(None)
+    resumed.load_state_dict(torch.load(io_of(run.state_dict()), weights_only=True))
+    run.end_epoch(None)
+    resumed.end_epoch(None)
+    assert resumed.get_last_lr() == run.get_last_lr() == pytest.approx([0.5])
+    assert resumed.reduced and not schedule().reduced
+
+
+def io_of(state: dict) -> io.BytesIO:
+    """``state`` saved as a checkpoint holds it."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return buffer
 
 
 @pytest.mark.parametrize(
