@@ -32,7 +32,7 @@ def weights_enum(arch: str, name: str):
     except KeyError:
         raise ConfigError(
             f"model.imagenet_weights={name!r} is not one of {arch}'s weights: "
-            f"{', '.join(['DEFAULT', *weights.__members__])}"
+            f"{', '.join(weights.__members__)}"
         ) from None
 
 
@@ -59,7 +59,8 @@ class TorchvisionModels:
     def build(self, model_cfg) -> tuple[nn.Module, str]:
         """The model with ``model.weights`` loaded, and its classifier's name."""
         arch = ARCH_RULE.check(model_cfg.arch)
-        model = torchvision.models.get_model(arch, weights=None, **dict(model_cfg.kwargs or {}))
+        kwargs = dict(model_cfg.get("kwargs") or {})
+        model = torchvision.models.get_model(arch, weights=None, **kwargs)
         classifier = logits_layer(model, model_cfg.input.size, what=f"model.arch={arch}")
         weights = model_cfg.weights
         if weights is not None and str(weights) == "imagenet":
