@@ -21,10 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
+from model_config import run_config
 from PIL import Image
 
-from ptr_lightning.core.config_dir import CONFIG_DIR
 from ptr_lightning.data.images import decode_all
 from ptr_lightning.data.transforms import TenCrop, TrainAugment
 from ptr_lightning.model.backbones import build_backbone_and_head
@@ -78,9 +77,7 @@ def main() -> None:
     aug_rate = rate(lambda: augment(batch), args.batch, 10, device)
     crop_rate = rate(lambda: ten_crop(batch), args.batch, 10, device)
 
-    model_cfg = OmegaConf.load(CONFIG_DIR / "model" / f"{args.arch}.yaml")
-    model_cfg.weights = None
-    backbone, head, _ = build_backbone_and_head(model_cfg, 100)
+    backbone, head, _ = build_backbone_and_head(run_config(args.arch, 224).model, 100)
     backbone, head = backbone.to(device), head.to(device)
     params = [*backbone.parameters(), *head.parameters()]
     optimizer = torch.optim.SGD(params, lr=1e-3, momentum=0.9)

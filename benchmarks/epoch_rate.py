@@ -21,10 +21,9 @@ import time
 
 import lightning as L
 import torch
-from hydra import compose, initialize_config_dir
+from model_config import run_config
 from torch.utils.data import DataLoader
 
-from ptr_lightning.core.config_dir import CONFIG_DIR
 from ptr_lightning.data.base import DecodedImages, InMemoryDataModule
 from ptr_lightning.data.transforms import CentreCrop, TrainAugment
 from ptr_lightning.run.build import build_module
@@ -32,7 +31,11 @@ from ptr_lightning.run.build import build_module
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--arch", default="resnet18", help="a conf/model/*.yaml name")
+    p.add_argument(
+        "--arch",
+        default="resnet18",
+        help="a conf/model/*.yaml name, any torchvision model, or timm:<name>",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch", type=int, default=20)
     p.add_argument("--size", type=int, default=40, help="letterboxed image side (paper: 250)")
@@ -90,15 +93,14 @@ class EpochTimer(L.Callback):
 
 def config(args: argparse.Namespace, regularizer: str):
     overrides = [
-        f"model={args.arch}",
-        "model.weights=null",
         f"regularizer={regularizer}",
         f"model.channels_last={str(args.channels_last).lower()}",
         f"model.compile={args.compile or 'null'}",
         "paths.output_dir=/tmp/unused",
     ]
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose("config", overrides=overrides)
+    if regularizer == "ptr":  # on from the first step: no feature mean measured before it
+        overrides.append("regularizer.m_mode=absolute")
+    return run_config(args.arch, args.crop, overrides)
 
 
 def measure(args: argparse.Namespace, regularizer: str) -> tuple[float, float]:

@@ -4,6 +4,14 @@
     python benchmarks/step_cost.py --arch resnet50 --device cuda --bf16 --size 224 --batch 64
     python benchmarks/step_cost.py --arch resnet50 --device cuda --bf16 --size 224 --batch 20 \
         --channels-last --compile reduce-overhead          # the GPU fast path (model.compile)
+    python benchmarks/step_cost.py --arch vit_b_16       # any family preset, or
+    python benchmarks/step_cost.py --arch regnet_y_400mf # any torchvision model, or
+    python benchmarks/step_cost.py --arch timm:convnext_tiny.fb_in22k   # any timm model
+    python benchmarks/step_cost.py --arch timm:vit_small_patch16_224 \
+        --set +model.kwargs.img_size=112                   # a timm ViT at 112 px
+
+The model is built as a run builds it (random weights), with its run's optimizer (SGD for the
+paper's backbones, AdamW for the families fine-tuned with it).
 
 Five steps are timed, interleaved round by round so drift affects all alike:
   ft         L_ce backward + SGD step
@@ -23,9 +31,9 @@ import time
 
 import torch
 import torch.nn.functional as F
+from model_config import build_optimizer, run_config
 from omegaconf import OmegaConf
 
-from ptr_lightning.core.config_dir import CONFIG_DIR
 from ptr_lightning.model.backbones import build_backbone_and_head, prepare_to_run
 from ptr_lightning.model.telemetry import TelemetrySettings, step_telemetry, weight_norm
 from ptr_lightning.ptr import draw_targets, pseudo_task_loss, regression_loss
@@ -33,7 +41,12 @@ from ptr_lightning.ptr import draw_targets, pseudo_task_loss, regression_loss
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--arch", default="resnet18", help="a conf/model/*.yaml name")
+    p.add_argument(
+        "--arch",
+        default="resnet18",
+        help="a conf/model/*.yaml name, any torchvision model, or timm:<name>",
+    )
+    p.add_argument("--set", nargs="*", default=[], help="more Hydra overrides of the run")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch", type=int, default=20)
     p.add_argument("--size", type=int, default=112)
@@ -51,9 +64,8 @@ def main() -> None:
     args = parse_args()
     torch.manual_seed(0)
     device = torch.device(args.device)
-    model_cfg = OmegaConf.load(CONFIG_DIR / "model" / f"{args.arch}.yaml")
-    model_cfg.weights = None
-    backbone, head, _ = build_backbone_and_head(model_cfg, args.classes)
+    cfg = run_config(args.arch, args.size, args.set)
+    backbone, head, _ = build_backbone_and_head(cfg.model, args.classes)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     backbone, head = backbone.to(device), head.to(device)
     # As a run prepares them (FineTuner's backbone and head, compiled as two graphs).
@@ -61,7 +73,7 @@ def main() -> None:
     prepare_to_run(backbone, head, OmegaConf.create(runtime))
     backbone_params = list(backbone.parameters())
     params = backbone_params + list(head.parameters())
-    optimizer = torch.optim.SGD(params, lr=1e-3, momentum=0.9, weight_decay=1e-4)
+    optimizer = build_optimizer(cfg, params)
     images = torch.randn(args.batch, 3, args.size, args.size, device=device)
     images = images.to(memory_format=memory_format)
     labels = torch.randint(0, args.classes, (args.batch,), device=device)
@@ -137,7 +149,8 @@ def main() -> None:
             times[name].append(timed(fn))
     medians = {name: statistics.median(t) for name, t in times.items()}
     print(
-        f"{args.arch} on {device.type}, batch {args.batch}, {args.size}px, "
+        f"{args.arch} ({type(optimizer).__name__}) on {device.type}, batch {args.batch}, "
+        f"{args.size}px, "
         f"bf16={args.bf16}, channels_last={args.channels_last}, compile={args.compile}, "
         f"threads={torch.get_num_threads()}, {args.rounds} rounds"
     )

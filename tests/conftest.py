@@ -17,6 +17,7 @@ from ptr_lightning.run.hydra_setup import register_sweepers
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # timm's hub: tests never reach the network
 
 # A run small enough for a unit test: 3 digit classes, 16x16 images, a few epochs, and a high
 # threshold T so the pseudo-task switches on after the first epoch.

@@ -27,6 +27,26 @@ def test_single_run_prints_accuracy_and_writes_its_folder(tmp_path):
     assert (run / "config.yaml").is_file() and (run / ".hydra" / "overrides.yaml").is_file()
 
 
+@pytest.mark.slow  # minutes on 2 cores; tests/model/test_families.py builds and steps each family
+@pytest.mark.parametrize(
+    "model",
+    [
+        ["model=vit_b_16"],
+        ["model=convnext_tiny"],
+        ["model=timm", "model.name=convnext_tiny.fb_in22k"],
+    ],
+    ids=["vit_b_16", "convnext_tiny", "timm"],
+)
+def test_a_modern_family_fine_tunes_on_digits_from_the_command_line(tmp_path, model):
+    pytest.importorskip("timm")
+    run = tmp_path / "run"
+    overrides = ["model.weights=null", "dataset.image_size=32", "trainer.max_epochs=2"]
+    result = run_cli(*model, *overrides, f"hydra.run.dir={run}", cwd=tmp_path, timeout=1200)
+    assert "test/acc" in result.stdout
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and 0.0 <= metrics["test/acc"] <= 1.0
+
+
 @pytest.mark.slow  # a folder per job is also checked by the shared W&B sweep and ptr_diagnosis
 def test_multirun_runs_every_combination_in_its_own_folder(tmp_path):
     sweep = tmp_path / "sweep"

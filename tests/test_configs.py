@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 from collections import Counter
 
@@ -20,9 +21,24 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
 
 
+PAPER_MODELS = ["resnet18", "resnet50", "resnet101", "vgg16", "vgg16_bn"]
+HAS_TIMM = importlib.util.find_spec("timm") is not None
+# What the generic routes need besides their option (a model's name).
+MODEL_ARGS = {
+    "torchvision": ["model.arch=mnasnet0_5"],
+    "timm": ["model.name=test_vit.r160_in1k"],
+}
+
+
+def model_options(models: list[str]) -> list:
+    """``models`` as parameters, ``timm`` skipped without the timm extra."""
+    skip = pytest.mark.skipif(not HAS_TIMM, reason="timm extra")
+    return [pytest.param(m, marks=[skip] if m == "timm" else []) for m in models]
+
+
 @pytest.mark.parametrize(
     ("dataset", "model", "regularizer"),
-    list(itertools.product(options("dataset"), options("model"), options("regularizer"))),
+    list(itertools.product(options("dataset"), PAPER_MODELS, options("regularizer"))),
 )
 def test_combination_composes(dataset, model, regularizer):
     cfg = compose_config(
@@ -39,14 +55,58 @@ def test_combination_composes(dataset, model, regularizer):
     assert components.datamodule.batch_size == cfg.dataset.batch_size >= 1
 
 
-@pytest.mark.parametrize("model", options("model"))
+FAMILIES = [model for model in options("model") if model not in PAPER_MODELS]
+
+
+@pytest.mark.parametrize("model", model_options(FAMILIES))
+@pytest.mark.parametrize("dataset", ["digits", "flower102"])
+def test_family_presets_compose_and_build_their_parts(dataset, model):
+    cfg = compose_config(
+        [f"dataset={dataset}", f"model={model}", *MODEL_ARGS.get(model, [])]
+        + ["paths.output_dir=/tmp/unused"]
+    )
+    OmegaConf.resolve(cfg)
+    components = build_components(cfg)
+    assert components.regularizer.m_mode == cfg.model.ptr.m_mode == "features"
+    assert components.datamodule.batch_size == cfg.dataset.batch_size >= 1
+    # Each family is fine-tuned as its users do; the generic torchvision route as the paper.
+    adamw = model != "torchvision"
+    assert cfg.optimizer._target_ == ("torch.optim.AdamW" if adamw else "torch.optim.SGD")
+    assert cfg.scheduler._target_.endswith("WarmupCosineLR" if adamw else "PaperPlateauLR")
+    assert cfg.model.lr == (cfg.optimizer.lr_from_scratch if dataset == "digits" else cfg.model.lr)
+
+
+@pytest.mark.parametrize("model", model_options(options("model")))
 def test_model_config_names_a_real_feature_layer(model):
-    cfg = compose_config([f"model={model}", "model.weights=null", "paths.output_dir=/tmp/unused"])
+    overrides = [f"model={model}", *MODEL_ARGS.get(model, []), "dataset=flower102"]
+    cfg = compose_config([*overrides, "model.weights=null", "paths.output_dir=/tmp/unused"])
+    size = cfg.model.input.size  # the weights' input size (224; timm's test_vit: 160)
     with torch.device("meta"):
         backbone, head, source = build_backbone_and_head(cfg.model, 3)
-        features = backbone(torch.empty(2, 3, 224, 224))
+        features = backbone(torch.empty(2, 3, size, size))
     assert features.shape == (2, head[-1].in_features) == (2, source.in_features)
     assert cfg.model.ptr.R > 0 and cfg.model.ptr.m >= 0 and cfg.model.weight_decay > 0
+    assert cfg.dataset.crop == size
+
+
+def test_the_data_follows_the_models_input():
+    imagenet = build_components(compose_config(["paths.output_dir=/tmp/unused"])).datamodule
+    assert imagenet.train_transform.mean.flatten().tolist() == pytest.approx(
+        [0.485 * 255, 0.456 * 255, 0.406 * 255]
+    )
+    if not HAS_TIMM:
+        return
+    timm = ["model=timm", "model.name=test_vit.r160_in1k", "paths.output_dir=/tmp/unused"]
+    archive = compose_config(["dataset=flower102", *timm])
+    transforms = build_components(archive).datamodule
+    assert archive.dataset.crop == 160 and transforms.test_transform.crop == 160
+    assert transforms.test_transform.normalize.std.flatten().tolist() == [127.5] * 3
+    digits = compose_config(timm)  # the images are the model's input, whole
+    assert digits.model.input.size == digits.dataset.image_size == 32
+    assert (
+        build_components(digits).datamodule.val_transform.normalize.mean.flatten().tolist()
+        == [127.5] * 3
+    )
 
 
 def test_per_backbone_defaults_follow_the_paper():
@@ -76,6 +136,9 @@ def test_experiment_presets_compose_with_each_swept_value(experiment):
                 [f"experiment={experiment}", f"{key}={value}", "paths.output_dir=/tmp/unused"]
             )
             assert job.model.arch in {"vgg16", "vgg16_bn", "resnet50", "resnet101", "resnet18"}
+            # The paper's optimizer and schedule, as they were.
+            assert job.optimizer._target_ == "torch.optim.SGD" and job.optimizer.momentum == 0.9
+            assert job.scheduler._target_.endswith("PaperPlateauLR")
             build_components(job)
 
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
+import math
 from pathlib import Path
 
 import pytest
 import torch
 
 from ptr_lightning.core import names
-from ptr_lightning.model.schedules import MilestoneLR, PaperPlateauLR
+from ptr_lightning.core.errors import ConfigError
+from ptr_lightning.model.schedules import MilestoneLR, PaperPlateauLR, WarmupCosineLR
 from ptr_lightning.run.train import train
 from tests.fixtures.run_folders import learning_rates
 
@@ -81,3 +84,61 @@ def test_milestones_are_fractions_of_max_epochs():
     assert lrs[9] == 1.0 and lrs[10] == pytest.approx(0.1)  # from epoch 10 of 20
     assert lrs[14] == pytest.approx(0.1) and lrs[15] == pytest.approx(0.01)  # from epoch 15
     assert not schedule.stopped
+
+
+def cosine_rates(**settings) -> list[float]:
+    """The rates of WarmupCosineLR (base rate 1) after 0, 1, 2, ... of its units."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    schedule = WarmupCosineLR(optimizer, **settings)
+    rates = []
+    for _ in range(schedule.total + 1):
+        rates.append(optimizer.param_groups[0]["lr"])
+        schedule.end_step()
+        schedule.end_epoch(None)
+    return rates
+
+
+def test_cosine_schedule_warms_up_linearly_then_decays_to_its_floor():
+    rates = cosine_rates(max_epochs=5, warmup=2, start_factor=0.1, min_factor=0.2)
+    # warm-up 0.1 -> 1 over 2 epochs; then 0.2 + 0.8 (1 + cos(pi t)) / 2, t = 0, 1/3, 2/3, 1
+    assert rates == pytest.approx([0.1, 0.55, 1.0, 0.8, 0.4, 0.2])
+    steps = cosine_rates(max_epochs=2, warmup=3, interval="step", steps_per_epoch=lambda: 4)
+    assert steps[:4] == pytest.approx([0.01, 0.34, 0.67, 1.0])
+    assert steps[4:] == pytest.approx([(1 + math.cos(math.pi * t / 5)) / 2 for t in range(1, 6)])
+
+
+def test_cosine_schedule_resumes_where_its_checkpoint_left_it():
+    def schedule() -> WarmupCosineLR:
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        return WarmupCosineLR(optimizer, max_epochs=6, warmup=2)
+
+    run, resumed = schedule(), schedule()
+    for _ in range(3):
+        run.end_epoch(None)
+    resumed.load_state_dict(torch.load(io_of(run.state_dict()), weights_only=True))
+    run.end_epoch(None)
+    resumed.end_epoch(None)
+    assert resumed.get_last_lr() == run.get_last_lr() == pytest.approx([0.5])
+    assert resumed.reduced and not schedule().reduced
+
+
+def io_of(state: dict) -> io.BytesIO:
+    """``state`` saved as a checkpoint holds it."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return buffer
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"warmup": -1}, r"scheduler.warmup=-1.*>= 0"),
+        ({"interval": "batch"}, r"scheduler.interval='batch'.*'step'"),
+        ({"min_factor": 1.0}, r"scheduler.min_factor=1.0.*\[0, 1\)"),
+    ],
+)
+def test_cosine_schedule_refuses_bad_settings(setting, message):
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    with pytest.raises(ConfigError, match=message):
+        WarmupCosineLR(optimizer, max_epochs=3, **setting)

@@ -8,18 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-from omegaconf import OmegaConf
 
-from ptr_lightning.core.config_dir import CONFIG_DIR
 from ptr_lightning.core.errors import WeightsError
 from ptr_lightning.model.backbones import build_backbone_and_head
 from ptr_lightning.run.train import train
+from tests.conftest import compose_config
 
 
-def model_cfg(arch="resnet18", weights=None, head=("fc",)):
-    return OmegaConf.create(
-        {"arch": arch, "weights": weights, "imagenet_weights": "IMAGENET1K_V1", "head": list(head)}
-    )
+def model_cfg(arch="resnet18", weights=None):
+    """The ``model`` node of ``model=torchvision model.arch=<arch>``, composed as the CLI does."""
+    overrides = ["model=torchvision", f"model.arch={arch}", "model.imagenet_weights=IMAGENET1K_V1"]
+    return compose_config([*overrides, f"model.weights={weights or 'null'}"]).model
 
 
 def test_torchvision_state_dict_file_loads_everything_but_the_classifier(tmp_path):
@@ -34,8 +33,7 @@ def test_torchvision_state_dict_file_loads_everything_but_the_classifier(tmp_pat
 
 
 def test_vgg_feature_tensor_is_fc7_after_relu_and_head_is_dropout_plus_linear():
-    cfg = OmegaConf.load(CONFIG_DIR / "model" / "vgg16.yaml")
-    cfg.weights = None
+    cfg = compose_config(["model=vgg16", "model.weights=null"]).model
     with torch.device("meta"):
         backbone, head, _ = build_backbone_and_head(cfg, 5)
     assert isinstance(backbone.classifier[4], torch.nn.ReLU)
@@ -105,3 +103,34 @@ def test_imagenet_weights_offline_say_where_to_put_the_file(monkeypatch):
     message = str(err.value)
     assert "resnet18-f37072fd.pth" in message and "checkpoints" in message
     assert "model.weights=" in message
+
+
+def timm_cfg(weights: str):
+    """``model=timm`` with the tiny test_vit at 32x32 and ``weights``."""
+    pytest.importorskip("timm")
+    overrides = ["model=timm", "model.name=test_vit.r160_in1k", "+model.kwargs.img_size=32"]
+    return compose_config([*overrides, "dataset.image_size=32", f"model.weights={weights}"]).model
+
+
+def test_timm_pretrained_weights_offline_name_the_file_and_where_it_goes():
+    with pytest.raises(WeightsError) as err:  # the tests run with HF_HUB_OFFLINE=1
+        build_backbone_and_head(timm_cfg("pretrained"), 3)
+    message = str(err.value)
+    assert "huggingface.co/timm/test_vit.r160_in1k/resolve/main/model.safetensors" in message
+    assert "model.weights=/path/to/model.safetensors" in message
+
+
+def test_timm_weights_file_loads_through_timms_pretrained_config(tmp_path):
+    timm = pytest.importorskip("timm")
+    from safetensors.torch import save_file
+
+    source = timm.create_model("test_vit", img_size=32)
+    save_file(source.state_dict(), tmp_path / "model.safetensors")
+    backbone, head, source_classifier = build_backbone_and_head(
+        timm_cfg(tmp_path / "model.safetensors"), 3
+    )
+    torch.testing.assert_close(backbone.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
+    torch.testing.assert_close(source_classifier.weight, source.head.weight)
+    assert isinstance(backbone.head, torch.nn.Identity) and head[-1].out_features == 3
+    with pytest.raises(WeightsError, match="no such file"):
+        build_backbone_and_head(timm_cfg(tmp_path / "nope.safetensors"), 3)

@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 
 from ptr_lightning.core import names
 from ptr_lightning.core.errors import ConfigError
+from ptr_lightning.run.build import build_components
 from ptr_lightning.run.resume import resume_config
 from tests.conftest import compose_config
 
@@ -118,3 +119,18 @@ def test_every_path_of_a_moved_run_points_into_its_new_folder(run, tmp_path):
     assert cfg.paths.output_dir == str(moved.resolve())
     assert cfg.logger.csv.save_dir == str(moved.resolve())  # was the old folder, resolved
     assert str(run) not in OmegaConf.to_yaml(cfg)
+
+
+def test_a_run_saved_before_optimizers_and_model_inputs_resumes_as_it_ran(run):
+    current = resume(run)
+    saved = OmegaConf.load(run / names.CONFIG_FILE)
+    # As this version's predecessor wrote it: SGD's momentum only, no model library or input.
+    saved.optimizer = {"momentum": 0.9}
+    for key in ("library", "input"):
+        del saved.model[key]
+    (run / names.CONFIG_FILE).write_text(OmegaConf.to_yaml(saved))
+    old = resume(run)
+    assert old.optimizer._target_ == "torch.optim.SGD" and old.optimizer.momentum == 0.9
+    assert old.model.library == "torchvision"
+    assert old.model.input == current.model.input  # digits: the images whole, ImageNet's stats
+    build_components(old)  # builds the optimizer and the data with the upgraded keys

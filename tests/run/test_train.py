@@ -115,6 +115,12 @@ def test_deterministic_runs_are_identical(make_cfg):
         ("dataset.val_fraction=1.5", r"dataset.val_fraction=1.5.*\(0, 1\)"),
         ("model.weight_decay=-1", r"model.weight_decay=-1.*>= 0"),
         ("optimizer.momentum=1", r"optimizer.momentum=1.*\[0, 1\)"),
+        ("+optimizer.betas=[0.9,0.999]", r"optimizer: .*betas"),  # SGD has none
+        ("optimizer=adamw optimizer.betas=[0.9,1.5]", r"optimizer.betas=\[0.9, 1.5\].*\[0, 1\)"),
+        ("scheduler=cosine scheduler.warmup=-1", r"scheduler.warmup=-1.*>= 0"),
+        ("model=vit_b_16 model.layer_decay=1.5", r"model.layer_decay=1.5.*\(0, 1\]"),
+        ("model.layer_decay=0.5", r"model.layer_decay needs model.layers"),
+        ("model.library=keras", r"model.library='keras'.*'timm'"),
         ("scheduler.patience=0", r"scheduler.patience=0"),
         ("trainer.max_epochs=0", r"trainer.max_epochs=0"),
         ("trainer.precision=16-mixed", r"not float16.*bf16-mixed"),
@@ -132,7 +138,7 @@ def test_deterministic_runs_are_identical(make_cfg):
     ],
 )
 def test_bad_configuration_fails_before_training(make_cfg, override, message):
-    cfg = make_cfg(override)
+    cfg = make_cfg(*override.split())
     with pytest.raises(ConfigError, match=message):
         train(cfg)
     assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()

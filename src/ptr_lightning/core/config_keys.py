@@ -52,11 +52,14 @@ PLUMBING = (
 SEEDS = ("seed", "regularizer.seed")
 DATA_AND_MODEL = (
     "dataset",
+    "model.library",
     "model.arch",
+    "model.name",
     "model.head",
     "model.weights",
     "model.imagenet_weights",
     "model.kwargs",
+    "model.input",
 )
 METHOD = ("regularizer", "regression", "model.ptr")
 

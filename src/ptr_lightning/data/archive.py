@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,13 @@ from ptr_lightning.data.readers import (
     Sample,
     holdout_val,
 )
-from ptr_lightning.data.transforms import CentreCrop, TenCrop, TrainAugment
+from ptr_lightning.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    CentreCrop,
+    TenCrop,
+    TrainAugment,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +82,8 @@ class ArchiveDataModule(InMemoryDataModule):
         decode_workers: int = 8,
         cache_dir: str | None = None,
         skip_unreadable: bool = False,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
     ) -> None:
         """Long because it takes every ``dataset.*`` key as a keyword: Hydra builds it from the
         config, and each key is checked here, once."""
@@ -83,6 +92,8 @@ class ArchiveDataModule(InMemoryDataModule):
             batch_size=batch_size,
             eval_batch_size=eval_batch_size,
             num_workers=num_workers,
+            mean=mean,
+            std=std,
         )
         check(
             self.RULES,
@@ -100,14 +111,14 @@ class ArchiveDataModule(InMemoryDataModule):
         self.decode_workers, self.skip_unreadable = decode_workers, skip_unreadable
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self.skipped: dict[str, list[str]] = {}
-        self.train_transform = TrainAugment(
-            crop=crop, max_scale=max_scale, max_rotation=max_rotation, flip=flip
-        )
-        self.val_transform = CentreCrop(crop)
-        self.test_transform = TenCrop(crop) if ten_crop else CentreCrop(crop)
+        self.train_transform = TrainAugment(crop, max_scale, max_rotation, flip, mean=mean, std=std)
+        self.val_transform = CentreCrop(crop, mean, std)
+        self.test_transform = TenCrop(crop, mean, std) if ten_crop else CentreCrop(crop, mean, std)
         if crop > image_size:
             raise ConfigError(
-                f"dataset.crop={crop} must not exceed dataset.image_size={image_size}"
+                f"dataset.crop={crop} (the model's input, model.input.size, by default) must "
+                f"not exceed dataset.image_size={image_size}: set dataset.image_size to a "
+                f"letterbox larger than the crop (the paper: 250 for 224)"
             )
 
     def prepare_data(self) -> None:

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from ptr_lightning.core.settings import check, integer
-from ptr_lightning.data.transforms import Normalize, SingleView
+from ptr_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Normalize, SingleView
 
 log = logging.getLogger(__name__)
 _MAX_NAMED = 3
@@ -72,7 +72,14 @@ class InMemoryDataModule(L.LightningDataModule):
     }
 
     def __init__(
-        self, *, name: str, batch_size: int, eval_batch_size: int, num_workers: int
+        self,
+        *,
+        name: str,
+        batch_size: int,
+        eval_batch_size: int,
+        num_workers: int,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
     ) -> None:
         super().__init__()
         check(
@@ -86,9 +93,9 @@ class InMemoryDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.class_names: list[str] = []
         self.split_ids: dict[str, list[str]] = {}
-        self.train_transform: nn.Module = Normalize()
-        self.val_transform: nn.Module = SingleView()
-        self.test_transform: nn.Module = SingleView()
+        self.train_transform: nn.Module = Normalize(mean, std)
+        self.val_transform: nn.Module = SingleView(mean, std)
+        self.test_transform: nn.Module = SingleView(mean, std)
 
     @property
     def num_classes(self) -> int:

@@ -19,6 +19,7 @@ from ptr_lightning.core.errors import ConfigError
 from ptr_lightning.core.settings import Rule, check, integer
 from ptr_lightning.data.base import DecodedImages, InMemoryDataModule, log_split_sizes
 from ptr_lightning.data.readers import VAL_FRACTION_RULE
+from ptr_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 
 def digits_images(image_size: int) -> tuple[torch.Tensor, np.ndarray]:
@@ -90,12 +91,16 @@ class DigitsDataModule(InMemoryDataModule):
         eval_batch_size: int = 256,
         num_workers: int = 0,
         name: str = "digits",
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
     ) -> None:
         super().__init__(
             name=name,
             batch_size=batch_size,
             eval_batch_size=eval_batch_size,
             num_workers=num_workers,
+            mean=mean,
+            std=std,
         )
         check(
             self.RULES,

@@ -6,6 +6,7 @@ is not bound by CPU workers doing per-image work.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -15,16 +16,31 @@ from torchvision.transforms.v2 import functional as TF
 
 from ptr_lightning.core.settings import Rule, integer
 
-# torchvision's ImageNet weights were trained on inputs normalized with these statistics.
+# torchvision's ImageNet weights were trained on inputs normalized with these statistics; a run
+# takes the statistics of its model's weights (``model.input.mean``, ``model.input.std``).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+MEAN_RULE = Rule(
+    "dataset.mean",
+    lambda v: len(v) == 3 and all(isinstance(x, int | float) for x in v),
+    "three numbers, one per RGB channel (model.input.mean gives the weights' own)",
+    kind="any",
+)
+STD_RULE = Rule(
+    "dataset.std",
+    lambda v: len(v) == 3 and all(isinstance(x, int | float) and x > 0 for x in v),
+    "three numbers > 0, one per RGB channel (model.input.std gives the weights' own)",
+    kind="any",
+)
 
 
 class Normalize(nn.Module):
-    """uint8 (B, C, H, W) in [0, 255] -> float (B, C, H, W) with ImageNet mean and std."""
+    """uint8 (B, C, H, W) in [0, 255] -> float (B, C, H, W) normalized with ``mean`` and
+    ``std`` (per channel, on the 0..1 scale; ImageNet's by default)."""
 
-    def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
+    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
         super().__init__()
+        mean, std = tuple(MEAN_RULE.check(list(mean))), tuple(STD_RULE.check(list(std)))
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) * 255.0, persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * 255.0, persistent=False)
 
@@ -35,9 +51,9 @@ class Normalize(nn.Module):
 class SingleView(nn.Module):
     """Evaluation on the whole image: (B, C, H, W) -> (B, 1, C, H, W) normalized views."""
 
-    def __init__(self) -> None:
+    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
         super().__init__()
-        self.normalize = Normalize()
+        self.normalize = Normalize(mean, std)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.normalize(images).unsqueeze(1)
@@ -91,8 +107,8 @@ class TrainAugment(nn.Module):
     outside the image are zero, the same black as the letterbox padding. With
     ``max_scale=0``, ``max_rotation=0`` and ``flip=False`` it is exactly a random crop.
 
-    ``normalize=False`` returns float values on the input's 0..255 scale instead of
-    ImageNet-normalized ones.
+    ``normalize=False`` returns float values on the input's 0..255 scale instead of ones
+    normalized with ``mean`` and ``std``.
     """
 
     def __init__(
@@ -102,6 +118,8 @@ class TrainAugment(nn.Module):
         max_rotation: float = 10.0,
         flip: bool = True,
         normalize: bool = True,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
     ) -> None:
         super().__init__()
         CROP_RULE.check(crop)
@@ -109,7 +127,7 @@ class TrainAugment(nn.Module):
         MAX_ROTATION_RULE.check(max_rotation)
         self.crop, self.max_scale, self.max_rotation = crop, max_scale, max_rotation
         self.flip = flip
-        self.normalize = Normalize() if normalize else None
+        self.normalize = Normalize(mean, std) if normalize else None
 
     def extra_repr(self) -> str:
         return (
@@ -178,10 +196,15 @@ class _FixedCrops(nn.Module):
     """Evaluation views cut at fixed positions: uint8 (B, C, H, W) -> normalized
     (B, V, C, crop, crop)."""
 
-    def __init__(self, crop: int = 224) -> None:
+    def __init__(
+        self,
+        crop: int = 224,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
         super().__init__()
         self.crop = CROP_RULE.check(crop)
-        self.normalize = Normalize()
+        self.normalize = Normalize(mean, std)
 
     def extra_repr(self) -> str:
         return f"crop={self.crop}"

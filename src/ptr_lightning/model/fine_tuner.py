@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -15,7 +16,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from ptr_lightning.core import names
 from ptr_lightning.data.transforms import Normalize, SingleView
 from ptr_lightning.model.nonfinite import NonFiniteGuard
-from ptr_lightning.model.optimizer import OptimizerSettings
+from ptr_lightning.model.optimizer import OptimizerSettings, parameter_groups
 from ptr_lightning.model.prediction_metrics import MeanClassAccuracy, entropy_bits
 from ptr_lightning.model.schedules import PaperPlateauLR
 from ptr_lightning.model.telemetry import TelemetrySettings, step_telemetry, weight_norm
@@ -23,14 +24,17 @@ from ptr_lightning.regularizers import Regularizer, StepTensors
 
 
 class FineTuner(L.LightningModule):
-    """``backbone`` -> feature tensor -> ``head`` -> logits, trained with SGD and a regularizer.
+    """``backbone`` -> feature tensor -> ``head`` -> logits, trained with a regularizer.
 
     Manual optimization, because the regularizer needs the cross-entropy's gradient at the
     feature tensor before the step: it reads it through the head only (autograd stops at the
     feature tensor), and the step then back-propagates ``regularizer(ce)`` through the backbone
     once. ``epoch_ce`` is the epoch's mean training cross-entropy (what the pseudo-task switch
-    compares with T). At every epoch's end the learning-rate ``schedule`` (built from
-    ``schedule(optimizer)``, checkpointed by Lightning) is stepped.
+    compares with T). The optimizer is ``optimizer.build`` on the parameter groups
+    (:func:`~ptr_lightning.model.optimizer.parameter_groups`; ``depths``: each backbone
+    parameter's depth below the head, for layer-wise learning-rate decay). The learning-rate
+    ``schedule`` (built as ``schedule(optimizer, steps_per_epoch=...)``, checkpointed by
+    Lightning) is told of every step and every epoch's end.
 
     Evaluation averages class probabilities over the views the eval transform returns (one view
     by default, ten crops for the paper's protocol). Validation during training uses
@@ -60,6 +64,7 @@ class FineTuner(L.LightningModule):
         val_transform: nn.Module | None = None,
         test_transform: nn.Module | None = None,
         telemetry: TelemetrySettings | None = None,
+        depths: Mapping[str, int] | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -68,6 +73,7 @@ class FineTuner(L.LightningModule):
         self.val_transform = val_transform or SingleView()
         self.test_transform = test_transform or SingleView()
         self.optimizer_settings, self.schedule = optimizer, schedule
+        self.depths = depths
         self.telemetry = telemetry or TelemetrySettings()
         # nan_strategy="disable": no NaN check, which would read the value (a host sync) every
         # step; a non-finite loss stops training anyway (NonFiniteGuard).
@@ -88,21 +94,21 @@ class FineTuner(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         settings = self.optimizer_settings
-        lr, head_lr = settings.lr, settings.lr * settings.head_lr_mult
         # L2-SP's penalty takes the place of weight decay on the parameters it pulls.
         decay = 0.0 if self.regularizer.replaces_weight_decay else settings.weight_decay
-        groups = [
-            {"name": "backbone", "params": list(self.backbone.parameters()), "lr": lr},
-            {"name": "head", "params": list(self.head.parameters()), "lr": head_lr},
-        ]
         # A regularizer's own trainable parts (LwF's old-task head) train like the new head.
         own = [p for p in self.regularizer.parameters() if p.requires_grad]
-        if own:
-            groups.append({"name": "regularizer", "params": own, "lr": head_lr})
-        optimizer = torch.optim.SGD(groups, lr=lr, momentum=settings.momentum, weight_decay=decay)
+        groups = parameter_groups(settings, self.backbone, self.head, own, self.depths)
+        optimizer = settings.build(groups, lr=settings.lr, weight_decay=decay)
         # "name": LearningRateMonitor logs lr/backbone, lr/head (, lr/regularizer).
-        scheduler = {"scheduler": self.schedule(optimizer), "interval": "epoch", "name": names.LR}
+        schedule = self.schedule(optimizer, steps_per_epoch=self.steps_per_epoch)
+        scheduler = {"scheduler": schedule, "interval": "epoch", "name": names.LR}
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps in one training epoch (asked only by a schedule that counts steps;
+        Lightning's estimate sets the training data up)."""
+        return max(1, math.ceil(self.trainer.estimated_stepping_batches / self.trainer.max_epochs))
 
     def on_train_start(self) -> None:
         # A run resumed from the checkpoint of the epoch its schedule ended stays ended.
@@ -156,6 +162,7 @@ class FineTuner(L.LightningModule):
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(total)
         optimizer.step()
+        self.lr_schedulers().end_step()
 
         self.epoch_ce.update(ce.detach(), weight=labels.shape[0])
         self.log(names.TRAIN_CE, ce.detach(), on_step=True, on_epoch=False, prog_bar=True)

@@ -1,10 +1,11 @@
-"""Load pre-trained weights into a torchvision model, offline-friendly.
+"""Load pre-trained weights into a model, offline-friendly.
 
-``model.weights`` is ``imagenet`` (torchvision's file, from its cache or downloaded), ``null``
-(random init), or a path to either a torchvision-format state_dict or a checkpoint of an
-earlier run of this project, so that a model fine-tuned on one data set can be fine-tuned on
-another. The target always gets a fresh classifier; the source's classifier (ImageNet's, or the
-earlier run's) is kept aside for regularizers that use the source task (LwF).
+``model.weights`` is ``imagenet`` (torchvision's file, from its cache or downloaded; timm's
+presets say ``pretrained``, see :mod:`ptr_lightning.model.timm_models`), ``null`` (random init),
+or a path to either a state_dict in the model's own format or a checkpoint of an earlier run of
+this project, so that a model fine-tuned on one data set can be fine-tuned on another. The
+target always gets a fresh classifier; the source's classifier (ImageNet's, or the earlier
+run's) is kept aside for regularizers that use the source task (LwF).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
 from ptr_lightning.core.errors import WeightsError
@@ -21,9 +21,10 @@ BACKBONE_PREFIX = "backbone."
 HEAD_PREFIX = "head."
 
 
-def imagenet_state_dict(arch: str, weights_name: str) -> dict[str, torch.Tensor]:
-    """torchvision's ImageNet weights for ``arch``; a clear error when offline."""
-    weights = torchvision.models.get_model_weights(arch)[weights_name]
+def imagenet_state_dict(arch: str, weights) -> dict[str, torch.Tensor]:
+    """torchvision's ``weights`` (a member of ``arch``'s weights enum); a clear error when
+    offline."""
+    weights_name = weights.name
     try:
         return weights.get_state_dict(progress=False, check_hash=True)
     except Exception as err:  # URLError, socket errors, hash mismatch: all need the same advice
@@ -134,15 +135,16 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], *, skip: str, so
     model.load_state_dict(state, strict=False)
 
 
-def load_pretrained(model: nn.Module, model_cfg, *, classifier_name: str) -> None:
-    """Apply ``model_cfg.weights`` to a freshly built torchvision ``model`` in place."""
-    weights = model_cfg.get("weights")
-    if weights is None:
-        return
-    if str(weights) == "imagenet":
-        state = imagenet_state_dict(model_cfg.arch, model_cfg.imagenet_weights)
-        source = f"torchvision {model_cfg.arch} {model_cfg.imagenet_weights}"
-    else:
-        state, source = state_dict_from_file(weights, classifier_name), str(weights)
-    fit_classifier(model, state, classifier_name)
-    load_into(model, state, skip=classifier_name, source=source)
+def load_weights(
+    model: nn.Module,
+    weights: dict[str, torch.Tensor] | str | Path,
+    classifier_name: str,
+    *,
+    source: str | None = None,
+) -> None:
+    """Load ``weights`` (a state_dict, or a file :func:`state_dict_from_file` reads) into a
+    freshly built ``model`` in place; its classifier takes the shape of the one in the file."""
+    if not isinstance(weights, dict):
+        weights, source = state_dict_from_file(weights, classifier_name), str(weights)
+    fit_classifier(model, weights, classifier_name)
+    load_into(model, weights, skip=classifier_name, source=source or "a state_dict")

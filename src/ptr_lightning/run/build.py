@@ -18,20 +18,20 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
 
 from ptr_lightning.core import names
 from ptr_lightning.core.errors import ConfigError
 from ptr_lightning.core.settings import SEED_RULE, Rule, check, integer
 from ptr_lightning.model.backbones import (
-    ARCH_RULE,
-    COMPILE_RULE,
+    Pretrained,
     build_pretrained,
+    check_model,
+    layer_depths,
     prepare_to_run,
     split_classifier,
 )
 from ptr_lightning.model.fine_tuner import FineTuner
-from ptr_lightning.model.optimizer import OptimizerSettings
+from ptr_lightning.model.optimizer import OptimizerSettings, optimizer_arguments
 from ptr_lightning.model.switch_window import SwitchWindow
 from ptr_lightning.model.telemetry import TelemetrySettings
 from ptr_lightning.regularizers import Regularizer
@@ -90,12 +90,12 @@ def build_components(cfg: DictConfig) -> Components:
     """Build (and so check) every part of ``cfg`` that needs no data and no weights."""
     SEED_RULE.check(cfg.seed)
     check(TRAINER_RULES, max_epochs=cfg.trainer.max_epochs, precision=cfg.trainer.get("precision"))
-    ARCH_RULE.check(cfg.model.arch)
-    COMPILE_RULE.check(cfg.model.get("compile"))
+    check_model(cfg.model)
     regularizer = instantiate(cfg.regularizer, "regularizer")
     schedule = instantiate(cfg.scheduler, "scheduler")  # a partial: the optimizer comes later
+    probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
     try:  # checks its arguments
-        schedule(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0))
+        schedule(probe, steps_per_epoch=lambda: 1)
     except TypeError:
         unknown = unknown_settings(cfg.scheduler, "scheduler")
         if unknown is None:
@@ -106,9 +106,10 @@ def build_components(cfg: DictConfig) -> Components:
         regularizer=regularizer,
         optimizer=OptimizerSettings(
             lr=cfg.model.lr,
-            momentum=cfg.optimizer.momentum,
             weight_decay=cfg.model.weight_decay,
             head_lr_mult=cfg.model.head_lr_mult,
+            layer_decay=cfg.model.get("layer_decay"),
+            build=instantiate(optimizer_arguments(cfg.optimizer), "optimizer"),  # groups later
         ),
         schedule=schedule,
         telemetry=TelemetrySettings(**(cfg.get("telemetry") or {})),
@@ -153,7 +154,7 @@ def build_module(
     cfg: DictConfig,
     datamodule,
     components: Components | None = None,
-    pretrained: nn.Module | None = None,
+    pretrained: Pretrained | None = None,
 ) -> FineTuner:
     """The LightningModule for ``cfg``, with the (set up) data module's classes and transforms.
 
@@ -162,9 +163,7 @@ def build_module(
     components = components or build_components(cfg)
     pretrained = pretrained if pretrained is not None else build_pretrained(cfg.model)
     num_classes = datamodule.num_classes
-    backbone, head, source_classifier = split_classifier(
-        pretrained, list(cfg.model.head), num_classes
-    )
+    backbone, head, source_classifier = split_classifier(pretrained, cfg.model, num_classes)
     module = FineTuner(
         backbone,
         head,
@@ -177,6 +176,7 @@ def build_module(
         val_transform=datamodule.val_transform,
         test_transform=datamodule.test_transform,
         telemetry=components.telemetry,
+        depths=layer_depths(backbone, cfg.model),
     )
     # After the module took its references (LwF copies the backbone as its eager teacher).
     prepare_to_run(module.backbone, module.head, cfg.model)

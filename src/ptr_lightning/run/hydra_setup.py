@@ -48,7 +48,27 @@ def _gpu_count() -> int:
     return max(torch.cuda.device_count(), 1)
 
 
+def _as_config(value):
+    # A list as a ListConfig: OmegaConf.resolve cannot put a plain list in a node.
+    return OmegaConf.create(value) if isinstance(value, list) else value
+
+
+def _torchvision_input(arch: str, weights: str, key: str):
+    from ptr_lightning.model.torchvision_models import input_spec  # only when a config asks
+
+    return _as_config(input_spec(arch, weights, key))
+
+
+def _timm_input(name: str, key: str):
+    from ptr_lightning.model.timm_models import input_spec  # only when a config asks
+
+    return _as_config(input_spec(name, key))
+
+
 OmegaConf.register_new_resolver("ptr.run_dir", _resumed_folder, replace=True)
 OmegaConf.register_new_resolver("ptr.hydra_subdir", _hydra_subdir, replace=True)
 OmegaConf.register_new_resolver("ptr.gpu_count", _gpu_count, replace=True)
 OmegaConf.register_new_resolver("ptr.default_m", _default_m, replace=True)
+# model.input: the images the weights expect (size, mean, std), from the library's metadata.
+OmegaConf.register_new_resolver("ptr.torchvision_input", _torchvision_input, replace=True)
+OmegaConf.register_new_resolver("ptr.timm_input", _timm_input, replace=True)

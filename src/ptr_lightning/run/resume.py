@@ -17,6 +17,7 @@ from ptr_lightning.core.config_dir import CONFIG_DIR
 from ptr_lightning.core.config_keys import changes_what_is_trained, flatten
 from ptr_lightning.core.errors import ConfigError
 from ptr_lightning.core.names import AUTO_RESUME
+from ptr_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ptr_lightning.tracking.run_identity import fill_run_identity
 
 
@@ -66,7 +67,7 @@ def resume_config(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
             "a new run for that; a resume accepts other keys (trainer.max_epochs=60, logging, "
             "dataset.root for moved data, dataset.num_workers, ...)."
         )
-    saved = OmegaConf.load(run / names.CONFIG_FILE)
+    saved = upgraded(OmegaConf.load(run / names.CONFIG_FILE))
     # The config holds absolute paths into the folder the run had then (the CSV logger's
     # save_dir, ...): a moved or copied run must write into its own folder, not the old one.
     saved = relocated(saved, old=str(saved.paths.output_dir), new=str(run.resolve()))
@@ -76,6 +77,30 @@ def resume_config(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
     with open_dict(saved):
         saved.resume = None
         saved.ckpt_path = str(checkpoint.resolve())
+    return saved
+
+
+def upgraded(saved: DictConfig) -> DictConfig:
+    """A run's saved config with the keys it was written without, as that run had them: before
+    the optimizer was a config group (SGD) and before models had a library and an input (a
+    torchvision model taking the data's crop, or digits' images whole, with ImageNet's
+    statistics, which the data modules also default to)."""
+    with open_dict(saved):
+        if "_target_" not in saved.optimizer:
+            momentum = saved.optimizer.get("momentum", 0.9)
+            saved.optimizer = {
+                "_target_": "torch.optim.SGD",
+                "_partial_": True,
+                "momentum": momentum,
+            }
+        saved.model.setdefault("library", "torchvision")
+        if "input" not in saved.model:
+            size = saved.dataset.get("crop", saved.dataset.get("image_size"))
+            saved.model.input = {
+                "size": size,
+                "mean": list(IMAGENET_MEAN),
+                "std": list(IMAGENET_STD),
+            }
     return saved
 
 
