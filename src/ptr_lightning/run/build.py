@@ -112,13 +112,14 @@ class Assembly:
 
 
 def assemble(cfg: DictConfig, components: Components) -> Assembly:
-    """Every part of the run, built once. The cheap checks of the data (its index) and of the
-    weights come before the slow part, decoding the images."""
+    """Every part of the run, built once. The cheap checks of the data (its index), of the
+    weights and of the model (a regularizer's source data and classifier) come before the slow
+    part, decoding the images."""
     datamodule = components.datamodule
     datamodule.prepare_data()
     pretrained = build_pretrained(cfg.model)
-    datamodule.setup("fit")
     module = build_module(cfg, datamodule, components, pretrained)
+    datamodule.setup("fit")
     loggers = build_loggers(cfg)
     signals = SignalRecorder()
     callbacks = build_callbacks(
