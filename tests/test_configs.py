@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
+from functools import partial
 
 import pytest
 import torch
@@ -20,10 +21,21 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
 
 
-@pytest.mark.parametrize(
-    ("dataset", "model", "regularizer"),
-    list(itertools.product(options("dataset"), options("model"), options("regularizer"))),
-)
+def pairs() -> list[tuple[str, str, str]]:
+    """Every pair of options of two groups, with the third group's default: a regularizer's
+    config reads the model's keys (PtR's R and m, DELTA's layers) or the data set's (JointTrain's
+    image size), never both, so pairs cover every interaction at a fraction of the product."""
+    defaults = ("digits", "resnet18", "ptr")
+    datasets, models, regularizers = options("dataset"), options("model"), options("regularizer")
+    combinations = {
+        *((d, m, defaults[2]) for d, m in itertools.product(datasets, models)),
+        *((defaults[0], m, r) for m, r in itertools.product(models, regularizers)),
+        *((d, defaults[1], r) for d, r in itertools.product(datasets, regularizers)),
+    }
+    return sorted(combinations)
+
+
+@pytest.mark.parametrize(("dataset", "model", "regularizer"), pairs())
 def test_combination_composes(dataset, model, regularizer):
     cfg = compose_config(
         [
@@ -31,6 +43,7 @@ def test_combination_composes(dataset, model, regularizer):
             f"model={model}",
             f"regularizer={regularizer}",
             "paths.output_dir=/tmp/unused",
+            "paths.source_root=/tmp/unused",  # JointTrain's source images (read later)
         ]
     )
     OmegaConf.resolve(cfg)
@@ -42,11 +55,17 @@ def test_combination_composes(dataset, model, regularizer):
 @pytest.mark.parametrize("model", options("model"))
 def test_model_config_names_a_real_feature_layer(model):
     cfg = compose_config([f"model={model}", "model.weights=null", "paths.output_dir=/tmp/unused"])
+    maps = {}
     with torch.device("meta"):
         backbone, head, source = build_backbone_and_head(cfg.model, 3)
+        for name in cfg.model.feature_maps:  # DELTA's layers
+            hook = partial(lambda name, module, inputs, output: maps.update({name: output}), name)
+            backbone.get_submodule(name).register_forward_hook(hook)
         features = backbone(torch.empty(2, 3, 224, 224))
     assert features.shape == (2, head[-1].in_features) == (2, source.in_features)
     assert cfg.model.ptr.R > 0 and cfg.model.ptr.m >= 0 and cfg.model.weight_decay > 0
+    assert list(maps) == list(cfg.model.feature_maps)
+    assert all(m.dim() == 4 and m.shape[0] == 2 for m in maps.values())  # (B, C, H, W)
 
 
 def test_per_backbone_defaults_follow_the_paper():
@@ -73,7 +92,12 @@ def test_experiment_presets_compose_with_each_swept_value(experiment):
     for key, values in params.items():
         for value in str(values).split(","):
             job = compose_config(
-                [f"experiment={experiment}", f"{key}={value}", "paths.output_dir=/tmp/unused"]
+                [
+                    f"experiment={experiment}",
+                    f"{key}={value}",
+                    "paths.output_dir=/tmp/unused",
+                    "paths.source_root=/tmp/unused",
+                ]
             )
             assert job.model.arch in {"vgg16", "vgg16_bn", "resnet50", "resnet101", "resnet18"}
             build_components(job)
@@ -113,7 +137,7 @@ def test_compare_regularizers_sweeps_l2sp_alpha_without_repeating_the_other_meth
     # The job list exactly as Hydra's basic sweeper forms it (the product of the axes).
     (jobs,) = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(params), None)
     methods = Counter(dict(override.split("=", 1) for override in job)["method"] for job in jobs)
-    assert len(jobs) == 45 and set(methods.values()) == {5}  # 9 methods x 5 seeds
+    assert len(jobs) == 60 and set(methods.values()) == {5}  # 12 methods x 5 seeds
 
     alphas = {}
     for method in methods:
@@ -123,4 +147,5 @@ def test_compare_regularizers_sweeps_l2sp_alpha_without_repeating_the_other_meth
         if job.choices.regularizer == "l2sp":
             alphas[method] = job.regularizer.alpha
     assert sorted(alphas.values()) == [0.001, 0.01, 0.1]
-    assert len(methods) - len(alphas) == 6  # ft, ptr_sml1, fnp, lwf, pairwise_confusion, bss
+    # ft, ptr_sml1, fnp, lwf, pairwise_confusion, bss, joint_train, delta, co_tuning
+    assert len(methods) - len(alphas) == 9
