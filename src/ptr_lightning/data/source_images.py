@@ -19,8 +19,8 @@ from torch import Tensor
 
 from ptr_lightning.core.errors import DatasetError
 from ptr_lightning.core.settings import Rule, check, integer
+from ptr_lightning.data.archive import decode_samples
 from ptr_lightning.data.base import log_split_sizes
-from ptr_lightning.data.images import decode_all
 from ptr_lightning.data.readers import ArchiveIndex, read_imagefolder
 
 log = logging.getLogger(__name__)
@@ -94,30 +94,27 @@ class SourceImages:
         """Decode the training images (once; later calls return at once)."""
         if self.images is not None:
             return
-        samples = self.index.train
         cache = None
         if self.cache_dir is not None:
             cache = self.cache_dir / f"source-{self.root.name}-train-{self.image_size}.npy"
-        images, skipped = decode_all(
-            [s.path for s in samples],
+        data, _, unreadable = decode_samples(
+            self.index.train,
             size=self.image_size,
             num_workers=self.decode_workers,
             skip_unreadable=self.skip_unreadable,
             cache_file=cache,
         )
-        if skipped:
+        if unreadable:
             log.warning(
                 "source images: skipped %d unreadable images (dataset.skip_unreadable=true), "
                 "e.g. %s",
-                len(skipped),
-                [str(samples[i].path) for i in skipped[:3]],
+                len(unreadable),
+                [str(s.path) for s in unreadable[:3]],
             )
-        left_out = set(skipped)
-        labels = [s.label for i, s in enumerate(samples) if i not in left_out]
-        if not labels:
+        if not len(data):
             raise DatasetError(f"regularizer.source_root={self.root}: no readable image")
-        log_split_sizes("source images", {"train": labels}, self.class_names)
-        self.images, self.labels = images, torch.tensor(labels, dtype=torch.long)
+        log_split_sizes("source images", {"train": data.labels.tolist()}, self.class_names)
+        self.images, self.labels = data.images, data.labels
 
     def batch(self, step: int, batch_size: int, seed: int) -> tuple[Tensor, Tensor]:
         """Batch ``step`` of the stream: the images at positions ``step * batch_size`` and on of

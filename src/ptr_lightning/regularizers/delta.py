@@ -74,7 +74,8 @@ class DELTA(Regularizer):
     checkpoint, so a resumed run keeps them (doubling the backbone's share of the checkpoint).
     The fine-tuned backbone's feature maps are read by forward hooks during the step's own
     forward (with gradients enabled); the source model's by one more forward pass, without
-    gradients, per step.
+    gradients, per step. Needs a meaningful source classifier for the attention, like LwF:
+    ``model.weights=imagenet`` or a checkpoint with its source head.
     """
 
     replaces_weight_decay = True

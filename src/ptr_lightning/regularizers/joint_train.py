@@ -53,10 +53,13 @@ class JointTraining(Regularizer):
     Default ``weight = 1`` (the source loss weighs as much as the target's; Li & Hoiem's
     lambda_o = 1), ``batch_size``: the target's.
 
-    The source classifier comes from ``model.weights`` (the model trained on the source task,
-    with its head) and must have one output per class of the source folder: :meth:`attach`
-    refuses a mismatch before any image is decoded. The source images are decoded when fitting
-    starts (:meth:`on_fit_start`), on every process, also when a run resumes.
+    ``source(root=source_root)`` builds the reader of the source images (from the config: a
+    partial :class:`~ptr_lightning.data.source_images.SourceImages` that reads
+    ``<source_root>/train/<class>/<image>`` as the target's images are read). The source
+    classifier comes from ``model.weights`` (the model trained on the source task, with its
+    head) and must have one output per class of the source folder: :meth:`attach` refuses a
+    mismatch, reading only the folder's index. The images are decoded when fitting starts
+    (:meth:`on_fit_start`), on every process, also when a run resumes.
     """
 
     RULES = {
