@@ -139,7 +139,7 @@ def build_module(
     components: Components | None = None,
     pretrained: nn.Module | None = None,
 ) -> FineTuner:
-    """The LightningModule for ``cfg``, with the (set up) data module's classes and transforms.
+    """The LightningModule for ``cfg``, with the (prepared) data module's classes and transforms.
 
     ``components`` and ``pretrained`` are built from ``cfg`` when not given.
     """
