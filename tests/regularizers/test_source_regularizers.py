@@ -24,6 +24,7 @@ from ptr_lightning.regularizers import (
     StepTensors,
     TrainingData,
 )
+from ptr_lightning.regularizers import delta as delta_module
 from tests.regularizers.test_regularizers import DT, step_for, tiny_model
 
 # --- Co-Tuning ---------------------------------------------------------------------------------
@@ -116,7 +117,12 @@ def conv_model() -> tuple[nn.Sequential, nn.Sequential, nn.Linear]:
     return backbone, head, source
 
 
-def test_delta_attention_follows_how_much_removing_a_channel_hurts_the_source_classifier():
+@pytest.mark.parametrize("budget", [None, 40], ids=["one pass", "a channel and an image a pass"])
+def test_delta_attention_follows_how_much_removing_a_channel_hurts_the_source_classifier(
+    budget, monkeypatch
+):
+    if budget is not None:  # less than one image's map of the layer (3 x 4 x 4)
+        monkeypatch.setattr(delta_module, "ABLATION_ELEMENTS", budget)
     backbone, head, source = conv_model()
     reg = DELTA(layers=["1"], attention_images=5)
     reg.attach(backbone, head, source)

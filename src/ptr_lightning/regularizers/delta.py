@@ -31,9 +31,9 @@ LAYERS_RULE = Rule(
 # The authors' code (and Transfer-Learning-Library's) standardizes a layer's channel scores
 # and takes softmax(score / 5) as its attention.
 ATTENTION_TEMPERATURE = 5.0
-# Copies of feature maps per forward pass while measuring the attention (each the map of a
-# target image with one channel removed).
-ABLATION_BATCH = 256
+# While measuring the attention, the most elements of copied feature maps (each the map of a
+# target image with one channel removed) that one forward pass holds: 256 MB in float32.
+ABLATION_ELEMENTS = 2**26
 # The probe input that tells the layers' channel counts (on the meta device: nothing is computed).
 PROBE_SIZE = 224
 
@@ -204,34 +204,48 @@ class DELTA(Regularizer):
         """How much the source model's cross-entropy against its own predictions grows when
         each channel of ``layer`` is set to 0, averaged over ``images``.
 
-        The network runs up to ``layer`` once per image; there each image's map is copied, once
-        per channel removed, and only the rest of the network runs on the copies. So after
-        ``layer`` everything must depend on its output alone (no skip connection around it)."""
+        The network runs up to ``layer`` on a group of images; there each image's map is
+        copied, once per channel removed, and only the rest of the network runs on the copies
+        (so after ``layer`` everything must depend on its output alone: no skip connection
+        around it). Groups and channels per pass are as large as :data:`ABLATION_ELEMENTS`
+        allows, so that the part before ``layer`` runs as few times as it can."""
         logits = self.source_logits(images)
         predicted = logits.argmax(dim=-1)
-        base = F.cross_entropy(logits, predicted)
-        channels, batch = len(self.attention(layer)), len(images)
-        per_pass = max(1, ABLATION_BATCH // batch)
-        scores = []
-        for first in range(0, channels, per_pass):
-            removed = torch.arange(first, min(first + per_pass, channels), device=images.device)
-            mask = torch.ones(len(removed), channels, device=images.device)
-            mask[torch.arange(len(removed)), removed] = 0
-            self._removed = (layer, mask)
-            try:
-                ablated = self.source_logits(images)
-            except RuntimeError as err:
-                raise ConfigError(
-                    f"regularizer.layers: DELTA measures the channels of {layer!r} on copies of "
-                    f"its output, which failed ({err}); name layers after which the network is "
-                    "a chain, e.g. a ResNet's stages or VGG's blocks (model.feature_maps)"
-                ) from err
-            finally:
-                self._removed = None
-            repeated = predicted.repeat(len(removed))
-            loss = F.cross_entropy(ablated, repeated, reduction="none").view(len(removed), batch)
-            scores.append(loss.mean(dim=1) - base)
-        return torch.cat(scores)
+        base = F.cross_entropy(logits, predicted, reduction="none")
+        channels = len(self.attention(layer))
+        per_image = self.record_source_maps(images[:1])[layer][0].numel()
+        group = min(len(images), max(1, ABLATION_ELEMENTS // (channels * per_image)))
+        per_pass = min(channels, max(1, ABLATION_ELEMENTS // (group * per_image)))
+        totals = logits.new_zeros(channels)
+        for start in range(0, len(images), group):
+            rows = slice(start, start + group)
+            for first in range(0, channels, per_pass):
+                removed = torch.arange(first, min(first + per_pass, channels), device=logits.device)
+                losses = self.ablated_losses(images[rows], predicted[rows], layer, removed)
+                totals[removed] += (losses - base[rows]).sum(dim=1)
+        return totals / len(images)
+
+    def ablated_losses(
+        self, images: Tensor, predicted: Tensor, layer: str, removed: Tensor
+    ) -> Tensor:
+        """(channels removed, images): the cross-entropy against ``predicted`` with channel
+        ``removed[k]`` of ``layer`` set to 0, for each k."""
+        mask = torch.ones(len(removed), len(self.attention(layer)), device=images.device)
+        mask[torch.arange(len(removed)), removed] = 0
+        self._removed = (layer, mask)
+        try:
+            ablated = self.source_logits(images)
+        except RuntimeError as err:
+            raise ConfigError(
+                f"regularizer.layers: DELTA measures the channels of {layer!r} on copies of its "
+                f"output, which failed ({err}); name layers after which the network is a chain, "
+                "e.g. a ResNet's stages or VGG's blocks (model.feature_maps)"
+            ) from err
+        finally:
+            self._removed = None
+        repeated = predicted.repeat(len(removed))
+        losses = F.cross_entropy(ablated, repeated, reduction="none")
+        return losses.view(len(removed), len(images))
 
     def forward(self, ce_loss: Tensor, step: StepTensors) -> tuple[Tensor, dict[str, Tensor]]:
         if self._head is None or self.source is None:
