@@ -10,6 +10,8 @@
     python benchmarks/step_cost.py --arch timm:vit_small_patch16_224 \
         --set +model.kwargs.img_size=112                   # a timm ViT at 112 px
 
+    python benchmarks/step_cost.py --baselines --delta-attention-images 20   # + JointTrain, ...
+
 The model is built as a run builds it (random weights), with its run's optimizer (SGD for the
 paper's backbones, AdamW for the families fine-tuned with it).
 
@@ -21,22 +23,46 @@ Five steps are timed, interleaved round by round so drift affects all alike:
   param_bal  ptr with balance="parameters" (w from gradient norms over the backbone)
 and the medians (ms/step and images/s) and ratios to ft are printed, with the PtR step's cost
 when one step in --telemetry-every is a measured one (telemetry.every_n_steps, default 50).
+
+--baselines adds the steps of the regularizers that use the source model, each on its own copy
+of the model (DELTA hooks its backbone), with the project's regularizer modules:
+  joint_train  + a batch of source images (1000 classes, decoded from a temporary image folder)
+               through the backbone and the source head, in the same backward
+  delta        + a forward of the frozen source backbone and the feature-map distance
+  co_tuning    + the source head on the features and the KL to the relationship
+--delta-attention-images N also times DELTA's one-off channel attention on N images.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
+import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from model_config import build_optimizer, run_config
 from omegaconf import OmegaConf
+from PIL import Image
 
+from ptr_lightning.data.source_images import SourceImages
+from ptr_lightning.data.transforms import Normalize
 from ptr_lightning.model.backbones import build_backbone_and_head, prepare_to_run
 from ptr_lightning.model.telemetry import TelemetrySettings, step_telemetry, weight_norm
 from ptr_lightning.ptr import draw_targets, pseudo_task_loss, regression_loss
+from ptr_lightning.regularizers import (
+    DELTA,
+    CoTuning,
+    JointTraining,
+    Regularizer,
+    StepTensors,
+    TrainingData,
+)
 
 
 def parse_args() -> argparse.Namespace:
@@ -57,7 +83,73 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--telemetry-every", type=int, default=TelemetrySettings().every_n_steps)
+    p.add_argument("--baselines", action="store_true", help="+ JointTrain, DELTA, Co-Tuning")
+    p.add_argument("--delta-attention-images", type=int, default=0)
     return p.parse_args()
+
+
+def source_folder(root: Path, size: int, classes: int = 1000) -> Path:
+    """An image folder of one random image per class, the source task of JointTrain."""
+    for c in range(classes):
+        (root / "train" / f"{c:04d}").mkdir(parents=True)
+        pixels = torch.randint(0, 256, (size, size, 3), dtype=torch.uint8).numpy()
+        Image.fromarray(pixels).save(root / "train" / f"{c:04d}" / "0.png")
+    return root
+
+
+def baseline_regularizers(args, model_cfg, folder: Path) -> dict[str, Regularizer]:
+    source = partial(SourceImages, image_size=args.size, decode_workers=4)
+    return {
+        "joint_train": JointTraining(str(folder), source, batch_size=args.batch),
+        "delta": DELTA(layers=list(model_cfg.feature_maps)),
+        "co_tuning": CoTuning(),
+    }
+
+
+def baseline_step(args, model_cfg, reg: Regularizer, images, labels, autocast) -> Callable:
+    """A training step of ``reg`` (with its defaults) on its own copy of the model."""
+    backbone, head, source_classifier = build_backbone_and_head(model_cfg, args.classes)
+    reg.attach(backbone, head, source_classifier)
+    backbone, head, reg = backbone.to(images.device), head.to(images.device), reg.to(images.device)
+    runtime = {"compile": args.compile, "channels_last": args.channels_last}
+    prepare_to_run(backbone, head, OmegaConf.create(runtime))
+    # As a resumed run: the one-off state (DELTA's attention, Co-Tuning's relationship) does not
+    # change what a step costs; JointTrain decodes its source images.
+    reg.on_fit_start(TrainingData(lambda: iter(()), Normalize().to(images.device), restored=True))
+    params = [*backbone.parameters(), *head.parameters()]
+    params += [p for p in reg.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=1e-3, momentum=0.9)
+    steps = itertools.count()
+
+    def run():
+        with autocast:
+            features = backbone(images)
+            logits = head(features)
+            ce = F.cross_entropy(logits, labels)
+            step = StepTensors(images, features, logits, labels, global_step=next(steps))
+            total, _ = reg(ce, step)
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+
+    return run
+
+
+def time_delta_attention(args, model_cfg, device) -> None:
+    backbone, head, source_classifier = build_backbone_and_head(model_cfg, args.classes)
+    delta = DELTA(layers=list(model_cfg.feature_maps))
+    delta.attach(backbone, head, source_classifier)
+    delta.to(device)
+    images = torch.randn(args.delta_attention_images, 3, args.size, args.size, device=device)
+    start = time.perf_counter()
+    delta.fit_to_target([(images, torch.zeros(len(images)))])
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    print(
+        f"  DELTA's channel attention on {len(images)} images: {seconds:.1f} s "
+        f"({seconds / len(images):.2f} s per image; default regularizer.attention_images=256)"
+    )
 
 
 def main() -> None:
@@ -140,6 +232,11 @@ def main() -> None:
         return time.perf_counter() - start
 
     steps = {"ft": ft, "ptr": ptr, "naive": naive, "measured": measured, "param_bal": param_bal}
+    folder = tempfile.TemporaryDirectory()
+    if args.baselines:
+        regularizers = baseline_regularizers(args, cfg.model, source_folder(Path(folder.name), 32))
+        for name, reg in regularizers.items():
+            steps[name] = baseline_step(args, cfg.model, reg, images, labels, autocast)
     for _ in range(args.warmup):
         for fn in steps.values():
             fn()
@@ -156,7 +253,7 @@ def main() -> None:
     )
     for name, median in medians.items():
         print(
-            f"  {name:9s} {median * 1000:8.1f} ms/step {args.batch / median:9.1f} img/s"
+            f"  {name:11s} {median * 1000:8.1f} ms/step {args.batch / median:9.1f} img/s"
             f"   x{median / medians['ft']:.3f} of ft"
         )
     n = args.telemetry_every
@@ -165,6 +262,9 @@ def main() -> None:
         f"  ptr with telemetry every {n} steps: {amortized * 1000:.1f} ms/step, "
         f"x{amortized / medians['ptr']:.3f} of ptr without telemetry"
     )
+    folder.cleanup()
+    if args.delta_attention_images:
+        time_delta_attention(args, cfg.model, device)
 
 
 if __name__ == "__main__":

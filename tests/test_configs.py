@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 from collections import Counter
+from functools import partial
 
 import pytest
 import torch
@@ -36,10 +37,21 @@ def model_options(models: list[str]) -> list:
     return [pytest.param(m, marks=[skip] if m == "timm" else []) for m in models]
 
 
-@pytest.mark.parametrize(
-    ("dataset", "model", "regularizer"),
-    list(itertools.product(options("dataset"), PAPER_MODELS, options("regularizer"))),
-)
+def pairs() -> list[tuple[str, str, str]]:
+    """Every pair of options of two groups, with the third group's default: a regularizer's
+    config reads the model's keys (PtR's R and m, DELTA's layers) or the data set's (JointTrain's
+    image size), never both, so pairs cover every interaction at a fraction of the product."""
+    defaults = ("digits", "resnet18", "ptr")
+    datasets, models, regularizers = options("dataset"), PAPER_MODELS, options("regularizer")
+    combinations = {
+        *((d, m, defaults[2]) for d, m in itertools.product(datasets, models)),
+        *((defaults[0], m, r) for m, r in itertools.product(models, regularizers)),
+        *((d, defaults[1], r) for d, r in itertools.product(datasets, regularizers)),
+    }
+    return sorted(combinations)
+
+
+@pytest.mark.parametrize(("dataset", "model", "regularizer"), pairs())
 def test_combination_composes(dataset, model, regularizer):
     cfg = compose_config(
         [
@@ -47,6 +59,7 @@ def test_combination_composes(dataset, model, regularizer):
             f"model={model}",
             f"regularizer={regularizer}",
             "paths.output_dir=/tmp/unused",
+            "paths.source_root=/tmp/unused",  # JointTrain's source images (read later)
         ]
     )
     OmegaConf.resolve(cfg)
@@ -81,12 +94,18 @@ def test_model_config_names_a_real_feature_layer(model):
     overrides = [f"model={model}", *MODEL_ARGS.get(model, []), "dataset=flower102"]
     cfg = compose_config([*overrides, "model.weights=null", "paths.output_dir=/tmp/unused"])
     size = cfg.model.input.size  # the weights' input size (224; timm's test_vit: 160)
+    maps = {}
     with torch.device("meta"):
         backbone, head, source = build_backbone_and_head(cfg.model, 3)
+        for name in cfg.model.get("feature_maps") or []:  # DELTA's layers
+            hook = partial(lambda name, module, inputs, output: maps.update({name: output}), name)
+            backbone.get_submodule(name).register_forward_hook(hook)
         features = backbone(torch.empty(2, 3, size, size))
     assert features.shape == (2, head[-1].in_features) == (2, source.in_features)
     assert cfg.model.ptr.R > 0 and cfg.model.ptr.m >= 0 and cfg.model.weight_decay > 0
     assert cfg.dataset.crop == size
+    assert list(maps) == list(cfg.model.get("feature_maps") or [])
+    assert all(m.dim() == 4 and m.shape[0] == 2 for m in maps.values())  # (B, C, H, W)
 
 
 def test_the_data_follows_the_models_input():
@@ -133,7 +152,12 @@ def test_experiment_presets_compose_with_each_swept_value(experiment):
     for key, values in params.items():
         for value in str(values).split(","):
             job = compose_config(
-                [f"experiment={experiment}", f"{key}={value}", "paths.output_dir=/tmp/unused"]
+                [
+                    f"experiment={experiment}",
+                    f"{key}={value}",
+                    "paths.output_dir=/tmp/unused",
+                    "paths.source_root=/tmp/unused",
+                ]
             )
             assert job.model.arch in {"vgg16", "vgg16_bn", "resnet50", "resnet101", "resnet18"}
             # The paper's optimizer and schedule, as they were.
@@ -176,7 +200,7 @@ def test_compare_regularizers_sweeps_l2sp_alpha_without_repeating_the_other_meth
     # The job list exactly as Hydra's basic sweeper forms it (the product of the axes).
     (jobs,) = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(params), None)
     methods = Counter(dict(override.split("=", 1) for override in job)["method"] for job in jobs)
-    assert len(jobs) == 45 and set(methods.values()) == {5}  # 9 methods x 5 seeds
+    assert len(jobs) == 60 and set(methods.values()) == {5}  # 12 methods x 5 seeds
 
     alphas = {}
     for method in methods:
@@ -186,4 +210,5 @@ def test_compare_regularizers_sweeps_l2sp_alpha_without_repeating_the_other_meth
         if job.choices.regularizer == "l2sp":
             alphas[method] = job.regularizer.alpha
     assert sorted(alphas.values()) == [0.001, 0.01, 0.1]
-    assert len(methods) - len(alphas) == 6  # ft, ptr_sml1, fnp, lwf, pairwise_confusion, bss
+    # ft, ptr_sml1, fnp, lwf, pairwise_confusion, bss, joint_train, delta, co_tuning
+    assert len(methods) - len(alphas) == 9

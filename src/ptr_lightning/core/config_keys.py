@@ -38,6 +38,8 @@ PLUMBING = (
     "dataset.decode_workers",
     "dataset.cache_dir",
     "dataset.eval_batch_size",
+    "regularizer.source.decode_workers",  # JointTrain's source images: as dataset.*
+    "regularizer.source.cache_dir",
     "trainer.accelerator",
     "trainer.devices",
     "trainer.strategy",

@@ -41,6 +41,29 @@ from ptr_lightning.data.transforms import (
 log = logging.getLogger(__name__)
 
 
+def decode_samples(
+    samples: list[Sample],
+    *,
+    size: int,
+    num_workers: int,
+    skip_unreadable: bool,
+    cache_file: Path | None,
+) -> tuple[DecodedImages, list[Sample], list[Sample]]:
+    """The images of ``samples`` decoded (:func:`decode_all`) with their labels, the samples
+    they are, and the unreadable samples left out (only with ``skip_unreadable``)."""
+    images, skipped = decode_all(
+        [s.path for s in samples],
+        size=size,
+        num_workers=num_workers,
+        skip_unreadable=skip_unreadable,
+        cache_file=cache_file,
+    )
+    left_out = set(skipped)
+    kept = [s for i, s in enumerate(samples) if i not in left_out]
+    labels = torch.tensor([s.label for s in kept], dtype=torch.long)
+    return DecodedImages(images, labels), kept, [samples[i] for i in skipped]
+
+
 class ArchiveDataModule(InMemoryDataModule):
     """Images from ``reader``'s archive layout under ``root``; items ``(uint8 image, label)``.
 
@@ -208,27 +231,24 @@ class ArchiveDataModule(InMemoryDataModule):
         cache = None
         if self.cache_dir is not None:
             cache = self.cache_dir / f"{self.name}-{split}-{self.image_size}.npy"
-        images, skipped = decode_all(
-            [s.path for s in samples],
+        data, kept, unreadable = decode_samples(
+            samples,
             size=self.image_size,
             num_workers=self.decode_workers,
             skip_unreadable=self.skip_unreadable,
             cache_file=cache,
         )
-        if skipped:
-            self.skipped[split] = self._image_ids([samples[i] for i in skipped])
+        if unreadable:
+            self.skipped[split] = self._image_ids(unreadable)
             log.warning(
                 "%s %s: skipped %d unreadable images (dataset.skip_unreadable=true), e.g. %s",
                 self.name,
                 split,
-                len(skipped),
+                len(unreadable),
                 self.skipped[split][:3],
             )
-        skipped_set = set(skipped)
-        kept = [s for i, s in enumerate(samples) if i not in skipped_set]
         self.split_ids[split] = self._image_ids(kept)
-        labels = torch.tensor([s.label for s in kept], dtype=torch.long)
-        return DecodedImages(images, labels)
+        return data
 
     def setup(self, stage: str | None = None) -> None:
         if self.split_ids:

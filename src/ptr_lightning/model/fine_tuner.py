@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -20,7 +21,7 @@ from ptr_lightning.model.optimizer import OptimizerSettings, parameter_groups
 from ptr_lightning.model.prediction_metrics import MeanClassAccuracy, entropy_bits
 from ptr_lightning.model.schedules import PaperPlateauLR
 from ptr_lightning.model.telemetry import TelemetrySettings, step_telemetry, weight_norm
-from ptr_lightning.regularizers import Regularizer, StepTensors
+from ptr_lightning.regularizers import Regularizer, StepTensors, TrainingData
 
 
 class FineTuner(L.LightningModule):
@@ -139,6 +140,18 @@ class FineTuner(L.LightningModule):
         if self.trainer.world_size > 1:
             strategy = self.trainer.strategy
             self.regularizer.reduce = lambda x: strategy.reduce(x, reduce_op="mean")
+        # After the checkpoint was restored: a resumed run's data-derived state came back with it.
+        restored = self.trainer.ckpt_path is not None
+        data = TrainingData(self.target_training_images, self.train_transform, restored)
+        self.regularizer.on_fit_start(data)
+
+    def target_training_images(self) -> Iterator[tuple[Tensor, Tensor]]:
+        """The target's training images in their data set's order, as evaluation sees them (view
+        0 of the validation transform), on the device; the same on every process."""
+        datamodule = self.trainer.datamodule
+        loader = DataLoader(datamodule.train_dataset, batch_size=datamodule.eval_batch_size)
+        for images, labels in loader:
+            yield self.val_transform(images.to(self.device))[:, 0], labels.to(self.device)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         images, labels = batch
@@ -155,7 +168,8 @@ class FineTuner(L.LightningModule):
         measure = self.telemetry.due(step) and bool(self.loggers)
         features, logits = self(images)
         ce = F.cross_entropy(logits, labels)
-        total, stats = self.regularizer(ce, StepTensors(images, features, logits, labels, measure))
+        tensors = StepTensors(images, features, logits, labels, measure, global_step=step)
+        total, stats = self.regularizer(ce, tensors)
         self.nonfinite.observe(self.trainer, ce, total)
         if measure:
             self.log_telemetry(step, ce, total, features, stats)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -19,7 +19,8 @@ class StepTensors:
     ``features`` is the (B, D) feature tensor (the classifier's input), inside the graph of
     ``logits``; ``inputs`` are the images as the backbone saw them. ``measure`` marks a
     telemetry step: a regularizer may add its own diagnostics (``names.TELEMETRY``) to its
-    stats then.
+    stats then. ``global_step`` is the step's number in the run (the same after a resume), for
+    what must follow the steps in lockstep (JointTrain's source batches).
     """
 
     inputs: Tensor
@@ -27,6 +28,22 @@ class StepTensors:
     logits: Tensor
     labels: Tensor
     measure: bool = False
+    global_step: int = 0
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What a regularizer may read of the run's data when fitting starts.
+
+    ``target_images()`` yields the target's training images in a fixed order, as evaluation
+    sees them (normalized, the centre view), with their labels, on the training device;
+    ``train_transform`` turns a uint8 batch on the device into the augmented, normalized one
+    that a training step sees; ``restored`` says that the run resumes from a checkpoint.
+    """
+
+    target_images: Callable[[], Iterator[tuple[Tensor, Tensor]]]
+    train_transform: Callable[[Tensor], Tensor]
+    restored: bool = False
 
 
 class Regularizer(nn.Module):
@@ -73,6 +90,18 @@ class Regularizer(nn.Module):
         """Called once with the model before training, for regularizers that keep references
         (as buffers, so they follow ``.to()`` and the checkpoint). ``source_classifier`` is the
         pre-trained model's own last layer (e.g. ImageNet's), replaced in ``head``."""
+
+    def on_fit_start(self, data: TrainingData) -> None:
+        """Called by the LightningModule each time fitting starts, fresh or resumed, on every
+        process. By default it runs :meth:`fit_to_target` once in a run's life: not when the
+        run resumes, whose checkpoint brought back what it computed."""
+        if not data.restored:
+            self.fit_to_target(data.target_images())
+
+    def fit_to_target(self, batches: Iterable[tuple[Tensor, Tensor]]) -> None:
+        """Compute, before the first step, the state that depends on the target's training
+        data (DELTA's channel attention, Co-Tuning's category relationship), into persistent
+        buffers so that the checkpoint carries it. Nothing by default."""
 
     def forward(self, ce_loss: Tensor, step: StepTensors) -> tuple[Tensor, dict[str, Tensor]]:
         raise NotImplementedError

@@ -11,10 +11,12 @@ from torch import Tensor, nn
 from ptr_lightning.core import names
 from ptr_lightning.core.settings import check, non_negative, positive
 from ptr_lightning.regularizers.base import Regularizer, StepTensors
-
-
-def _at_least_float32(x: Tensor) -> Tensor:
-    return x.to(torch.promote_types(x.dtype, torch.float32))
+from ptr_lightning.regularizers.source_model import (
+    at_least_float32,
+    frozen,
+    require_source_classifier,
+    source_head,
+)
 
 
 class LearningWithoutForgetting(Regularizer):
@@ -59,20 +61,11 @@ class LearningWithoutForgetting(Regularizer):
         self.old_head: nn.Module | None = None
 
     def attach(self, backbone: nn.Module, head: nn.Module, source_classifier: nn.Module) -> None:
-        if source_classifier is None:
-            raise ValueError(
-                "LwF needs the pre-trained model's own classifier (source_classifier); "
-                "build the model with model.weights=imagenet or a checkpoint with its source head"
-            )
-        # Modules between the feature tensor and the last Linear (VGG's dropout) belong to the
-        # source path too; the last one was replaced by the new classifier.
-        between = list(head.children())[:-1] if isinstance(head, nn.Sequential) else []
-        self.old_head = nn.Sequential(*copy.deepcopy(between), copy.deepcopy(source_classifier))
-        self.old_head.requires_grad_(True)
-        teacher = nn.Sequential(
-            copy.deepcopy(backbone), *copy.deepcopy(between), copy.deepcopy(source_classifier)
+        source_classifier = require_source_classifier("LwF", source_classifier)
+        self.old_head = source_head(head, source_classifier).requires_grad_(True)
+        self.teacher = frozen(
+            nn.Sequential(copy.deepcopy(backbone), *source_head(head, source_classifier))
         )
-        self.teacher = teacher.requires_grad_(False).eval()
 
     def train(self, mode: bool = True) -> LearningWithoutForgetting:
         super().train(mode)
@@ -87,8 +80,8 @@ class LearningWithoutForgetting(Regularizer):
         # (Lightning restores saved flags that way); a walk over the modules costs nothing.
         self.teacher.eval()
         with torch.no_grad():
-            target = _at_least_float32(self.teacher(step.inputs))
-        old_logits = _at_least_float32(self.old_head(step.features))
+            target = at_least_float32(self.teacher(step.inputs))
+        old_logits = at_least_float32(self.old_head(step.features))
         t = self.temperature
         kl = F.kl_div(
             F.log_softmax(old_logits / t, dim=-1),

@@ -129,14 +129,15 @@ class Assembly:
 
 
 def assemble(cfg: DictConfig, components: Components, started: float) -> Assembly:
-    """Every part of the run, built once. The cheap checks of the data (its index) and of the
-    weights come before the slow part, decoding the images. ``started``: when this process
-    began the run (``time.monotonic()``)."""
+    """Every part of the run, built once. The cheap checks of the data (its index), of the
+    weights and of the model (a regularizer's source data and classifier) come before the slow
+    part, decoding the images. ``started``: when this process began the run
+    (``time.monotonic()``)."""
     datamodule = components.datamodule
     datamodule.prepare_data()
     pretrained = build_pretrained(cfg.model)
-    datamodule.setup("fit")
     module = build_module(cfg, datamodule, components, pretrained)
+    datamodule.setup("fit")
     loggers = build_loggers(cfg)
     signals, clock = SignalRecorder(), RunClock(started)
     callbacks = build_callbacks(
@@ -156,7 +157,7 @@ def build_module(
     components: Components | None = None,
     pretrained: Pretrained | None = None,
 ) -> FineTuner:
-    """The LightningModule for ``cfg``, with the (set up) data module's classes and transforms.
+    """The LightningModule for ``cfg``, with the (prepared) data module's classes and transforms.
 
     ``components`` and ``pretrained`` are built from ``cfg`` when not given.
     """
