@@ -6,6 +6,7 @@ decoded."""
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,6 +194,6 @@ def test_joint_train_without_its_source_fails_before_any_image_is_decoded(
     cfg = make_cfg("method=joint_train", *source_root, *overrides)
     with pytest.raises(ConfigError, match=error):
         components = build_components(cfg)
-        assemble(cfg, components)
+        assemble(cfg, components, time.monotonic())
     if overrides:
         assert components.datamodule.split_ids == {}  # the target was not decoded either

@@ -51,9 +51,10 @@ def in_use(folder: Path) -> RunFolderInUseError:
 
 
 def refuse_if_live(folder: Path) -> None:
-    """Raise :class:`RunFolderInUseError` while a live run holds ``folder`` (nothing written)."""
+    """Raise :class:`RunFolderInUseError` while a live run holds ``folder`` (nothing written).
+    Data-parallel ranks other than 0 share the folder that rank 0 holds: never refused."""
     lock_file = folder / names.LOCK_FILE
-    if not lock_file.is_file():
+    if rank_zero_only.rank != 0 or not lock_file.is_file():
         return
     lock = FileLock(lock_file, timeout=0)
     try:
@@ -72,6 +73,8 @@ def refuse_to_train_over(cfg: DictConfig) -> None:
     """Raise :class:`RunFolderError` when ``cfg``'s run folder holds a run that this one, which
     neither resumes it nor asks to overwrite it, would train over."""
     if cfg.get("resume") or cfg.get("overwrite") or not cfg.paths.get("output_dir"):
+        return
+    if rank_zero_only.rank != 0:  # a data-parallel rank: rank 0's run is this one
         return
     folder = Path(cfg.paths.output_dir)
     if not any((folder / marker).exists() for marker in names.RUN_MARKERS):
