@@ -7,6 +7,7 @@ file behind.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from filelock import FileLock
 from hydra.core.global_hydra import GlobalHydra
 
 from ptr_lightning.core import names
+from tests.conftest import cli_env
 from tests.fixtures.run_folders import acc, make_run
 
 
@@ -49,6 +51,22 @@ def test_bad_settings_are_refused_naming_the_key_and_write_nothing(tmp_path, mon
     for override, message in cases.items():
         assert message in refused([override], tmp_path, monkeypatch, capsys), override
     assert [p.name for p in tmp_path.iterdir()] == []  # no outputs/<time>/ with an error.txt
+
+
+def test_a_bad_regularizer_value_is_refused_before_torchvision_and_lightning_load(tmp_path):
+    """The fast path of the seed and regularizer checks (docs/run-folders.md gives its times)."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "ptr_lightning"]
+        + ["dataset=flower102", "regularizer.R=nan"],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1 and "regularizer.R=nan is not a number" in result.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()}
+    assert "torch" in imported and not imported & {"torchvision", "lightning"}
 
 
 def test_a_resume_that_cannot_be_is_refused_and_writes_nothing(tmp_path, monkeypatch, capsys):

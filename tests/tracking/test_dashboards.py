@@ -30,6 +30,16 @@ def only_run(folder):
     return run
 
 
+@pytest.fixture
+def fresh_wandb():
+    """W&B keeps its settings (the server's address) per process: each fake server gets its own."""
+    import wandb
+
+    wandb.teardown()
+    yield
+    wandb.teardown()
+
+
 def test_each_job_is_named_by_its_overrides_and_grouped_by_its_sweep(digits_sweep):
     jobs = job_folders(digits_sweep.ptr)
     assert len(jobs) == 4
@@ -145,8 +155,10 @@ def test_unreachable_wandb_falls_back_to_offline_quickly(tmp_path, monkeypatch, 
     assert run.name == "probe" and run.summary["val/acc"] == {"max": 0.5}
 
 
-@pytest.mark.slow
-def test_a_wandb_server_that_never_answers_falls_back_to_offline(tmp_path, monkeypatch, caplog):
+@pytest.mark.slow  # waits out the init timeout, then starts offline: about 20 s
+def test_a_wandb_server_that_never_answers_falls_back_to_offline(
+    tmp_path, monkeypatch, caplog, fresh_wandb
+):
     """The server accepts connections but never answers: the short init timeout, then offline."""
     server = socket.create_server(("127.0.0.1", 0))
     held = []
@@ -186,8 +198,9 @@ def test_a_group_is_never_an_absolute_path(tmp_path, monkeypatch):
     assert run_group(cfg) == "multirun/2026-12-02/10-00-00"
 
 
-@pytest.mark.slow  # W&B's own client gives up on a slow answer when the machine is loaded
-def test_a_server_that_refuses_the_key_is_named_with_its_answer(tmp_path, monkeypatch, caplog):
+def test_a_server_that_refuses_the_key_is_named_with_its_answer(
+    tmp_path, monkeypatch, caplog, fresh_wandb
+):
     """A bad API key: the server answers 401 at once; the run logs offline and says why."""
     import http.server
 

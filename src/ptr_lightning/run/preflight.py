@@ -33,13 +33,14 @@ class Preflight(Callback):
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             return  # debugging: the job itself meets the mistake and raises with its traceback
         try:
-            with job_config(config) as (cfg, overrides):
-                # The seed and the regularizer's settings first: they need torch, not Lightning.
-                SEED_RULE.check(cfg.seed)
-                instantiate(cfg.regularizer, "regularizer")
+            with job_config(config) as (task, overrides):
+                # The seed and the regularizer's settings first, resolving only their keys: they
+                # need torch, not torchvision (model.input's resolver) or Lightning.
+                SEED_RULE.check(task.seed)
+                instantiate(resolved(task.regularizer), "regularizer")
                 from ptr_lightning.run.train import prepare
 
-                prepare(cfg, overrides)
+                prepare(resolved(task), overrides)
         except USER_ERRORS as err:
             print(f"{type(err).__name__}: {err}\n(nothing was written)", file=sys.stderr)
             raise SystemExit(1) from None
@@ -62,8 +63,8 @@ class Preflight(Callback):
 
 @contextmanager
 def job_config(config: DictConfig) -> Iterator[tuple[DictConfig, list[str]]]:
-    """The task config and overrides as the single run's job will see them (Hydra's node
-    removed, ``${hydra:...}`` resolved with the run folder Hydra is about to make)."""
+    """The task config (unresolved) and overrides as the single run's job will see them
+    (Hydra's node removed, ``${hydra:...}`` set to the run folder Hydra is about to make)."""
     hydra_config = HydraConfig.instance()
     saved = hydra_config.cfg
     view = copy.deepcopy(config)
@@ -75,6 +76,11 @@ def job_config(config: DictConfig) -> Iterator[tuple[DictConfig, list[str]]]:
         task = copy.copy(view)
         with read_write(task), open_dict(task):
             del task["hydra"]
-        yield OmegaConf.create(OmegaConf.to_container(task, resolve=True)), overrides
+        yield task, overrides
     finally:
         hydra_config.cfg = saved
+
+
+def resolved(node: DictConfig) -> DictConfig:
+    """A config node with its interpolations resolved (against the whole config)."""
+    return OmegaConf.create(OmegaConf.to_container(node, resolve=True))
