@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ptr_lightning.core.config_keys import PTR_M, PTR_R, PTR_TARGETS
 from ptr_lightning.core.settings import non_negative, one_of, positive
 
 REGRESSION_LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
@@ -59,8 +60,8 @@ def saturated_fraction(features: Tensor, targets: Tensor, beta: float = 1.0) -> 
 
 
 # The settings of the algorithm, checked here and by every object that takes them.
-RATIO_RULE = positive("regularizer.R", " (the CE : pseudo-task gradient-norm ratio)")
-MEAN_RULE = non_negative("regularizer.m", " (the targets are Uniform[0, 2m))")
+RATIO_RULE = positive(PTR_R, " (the CE : pseudo-task gradient-norm ratio)")
+MEAN_RULE = non_negative(PTR_M, " (the targets are Uniform[0, 2m))")
 LOSS_RULE = one_of(
     "regularizer.loss", REGRESSION_LOSSES, " (set by regression=sml1 or regression=l2)"
 )
@@ -167,7 +168,7 @@ PULL_SHARES: dict[str, Callable[[Tensor, float, str], Tensor]] = {
     "centred": centred_pull,
     "zero": deterministic_pull,
 }
-TARGETS_RULE = one_of("regularizer.targets", TARGETS, " (how the pseudo-targets are drawn)")
+TARGETS_RULE = one_of(PTR_TARGETS, TARGETS, " (how the pseudo-targets are drawn)")
 
 
 def scaled_by_feature_mean(m: float, feature_mean: float | None) -> float:

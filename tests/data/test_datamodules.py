@@ -31,19 +31,19 @@ from tests.fixtures.archives import (
 
 SMALL = ["dataset.image_size=40", "dataset.crop=32", "dataset.decode_workers=2"]
 
+CALTECH_SMALL = [
+    "dataset.reader_args.train_per_class=3",
+    "dataset.reader_args.test_per_class=2",
+    "dataset.reader_args.val_per_class=1",
+]
+
+
 CASES = {
     "flower102": (make_flower102, []),
     "cub200": (make_cub200, []),
     "mit67": (make_mit67, []),
     "stanford40": (make_stanford40, []),
-    "caltech256_30": (
-        make_caltech256,
-        [
-            "dataset.reader_args.train_per_class=3",
-            "dataset.reader_args.test_per_class=2",
-            "dataset.reader_args.val_per_class=1",
-        ],
-    ),
+    "caltech256_30": (make_caltech256, CALTECH_SMALL),
     "webface500": (
         make_webface,
         [
@@ -110,13 +110,6 @@ def test_image_folders_without_test_split_fail_before_training(make_cfg, tmp_pat
     with pytest.raises(DatasetError, match="no test images"):
         train(cfg)
     assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
-
-
-CALTECH_SMALL = [
-    "dataset.reader_args.train_per_class=3",
-    "dataset.reader_args.test_per_class=2",
-    "dataset.reader_args.val_per_class=1",
-]
 
 
 def test_caltech256_validation_comes_from_the_rest_unless_asked(tmp_path):

@@ -406,7 +406,7 @@ def test_imagefolder_leaves_out_hidden_files_and_folders_and_formats_it_cannot_d
     assert sorted(p.name for p in index.ignored) == sorted(["g.mpg", "h.mpeg", *eps])
 
 
-def test_imagefolder_follows_folder_links_and_lists_loops(tmp_path: Path) -> None:
+def test_imagefolder_follows_folder_links_and_lists_loops(tmp_path: Path, caplog) -> None:
     write_image(tmp_path / "train" / "cat" / "a.png")
     write_image(tmp_path / "elsewhere" / "more" / "b.png")
     (tmp_path / "train" / "cat" / "linked").symlink_to(tmp_path / "elsewhere" / "more")
@@ -420,6 +420,8 @@ def test_imagefolder_follows_folder_links_and_lists_loops(tmp_path: Path) -> Non
         "train/dog/c.png",
     ]
     assert index.loops == (tmp_path / "train" / "dog" / "again",)
+    index.warn_left_out("mine")
+    assert "mine: did not follow 1 folder link(s) that lead back into a folder" in caplog.text
 
 
 def test_imagefolder_errors_name_the_accepted_extensions(tmp_path: Path) -> None:

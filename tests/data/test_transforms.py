@@ -8,6 +8,7 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torch.testing import assert_close
 
+from ptr_lightning.core.errors import ConfigError
 from ptr_lightning.data.transforms import (
     AugmentParams,
     CentreCrop,
@@ -246,6 +247,14 @@ def test_whole_batch_is_resampled_by_one_grid_sample_call(monkeypatch):
 def test_invalid_bounds_are_rejected(kwargs):
     with pytest.raises(ValueError):
         TrainAugment(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"mean": 0.5}, {"mean": None}, {"std": [1, 1]}, {"std": [1, 0, 1]}]
+)
+def test_bad_normalization_statistics_name_the_key(kwargs):
+    with pytest.raises(ConfigError, match=r"dataset\.(mean|std)="):
+        Normalize(**kwargs)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -20,3 +20,12 @@ def test_a_resumed_runs_curve_is_whole(tmp_path):
     assert series["val/acc"].value.tolist() == [0.3, 0.5, 0.7]
     assert series["train/ce"].step.tolist() == [2, 5, 6, 11]
     assert series["train/ce"].value.tolist() == [2.0, 1.5, 1.2, 1.0]  # step 6 as logged again
+
+
+def test_a_row_being_written_by_a_live_run_is_left_out(tmp_path):
+    csv = tmp_path / names.CSV_DIR
+    csv.mkdir()
+    (csv / "metrics.csv").write_text("epoch,step,train/ce,val/acc\n0,2,2.0,\n0,3,1.9,0.\n1,")
+    series = read_series(tmp_path)
+    assert series["train/ce"].step.tolist() == [2, 3]
+    assert series["val/acc"].value.tolist() == [0.0]

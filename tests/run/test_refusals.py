@@ -17,6 +17,7 @@ from filelock import FileLock
 from hydra.core.global_hydra import GlobalHydra
 
 from ptr_lightning.core import names
+from ptr_lightning.core.errors import RunFolderError
 from tests.conftest import cli_env
 from tests.fixtures.run_folders import acc, make_run
 
@@ -113,6 +114,25 @@ def test_overwrite_replaces_the_earlier_run_and_says_what(make_cfg, caplog):
     assert not (run / names.WANDB_RUN_ID_FILE).exists()
     assert (run / names.METRICS_FILE).read_text().count("test/acc") == 2  # test/acc, _1crop
     assert metrics["epochs"] == 1
+
+    # Its config says overwrite=true: a resume continues the run, it never replaces it.
+    resumed = train(make_cfg(f"resume={run}"), ["trainer.max_epochs=2"])
+    assert resumed["epochs"] == 2 and (run / names.LAST_CHECKPOINT).is_file()
+    with pytest.raises(RunFolderError, match="overwrite=true would delete ckpt_path="):
+        train(make_cfg(f"ckpt_path={run / names.LAST_CHECKPOINT}", "overwrite=true"))
+    assert (run / names.LAST_CHECKPOINT).is_file()
+
+
+def test_other_data_parallel_ranks_never_replace_rank_zeros_files(tmp_path, monkeypatch):
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    from ptr_lightning.run.run_folder import replace_outputs
+
+    run = make_run(tmp_path / "run", acc(0.8))
+    before = files_below(run)
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    replace_outputs(run)
+    assert files_below(run) == before
 
 
 def test_a_live_run_folder_is_refused_before_its_files_are_touched(tmp_path, monkeypatch, capsys):

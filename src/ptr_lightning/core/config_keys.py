@@ -15,10 +15,17 @@ of the experiment: runs are compared only where all of them are equal.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig, OmegaConf
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+
+# PtR's two hyperparameters, the paper's sweep axes.
+PTR_R, PTR_M = "regularizer.R", "regularizer.m"
+PTR_AXES = (PTR_R, PTR_M)
+PTR_TARGETS = "regularizer.targets"
 
 PLUMBING = (
     "hydra",
@@ -111,5 +118,16 @@ def flatten(config: DictConfig) -> dict[str, Any]:
         else:
             out[prefix[:-1]] = comparable_value(node)
 
+    from omegaconf import OmegaConf  # here: ptr.py reads this module's keys without OmegaConf
+
     walk(OmegaConf.to_container(config, resolve=False), "")
     return out
+
+
+def short_keys(keys: Sequence[str]) -> list[str]:
+    """Each key by its last part (``R``), in full where two end alike (``model.lr``,
+    ``scheduler.lr``): how run names and labels show keys."""
+    shorts = [key.rsplit(".", 1)[-1] for key in keys]
+    return [
+        short if shorts.count(short) == 1 else key for key, short in zip(keys, shorts, strict=True)
+    ]

@@ -27,7 +27,8 @@ TEST_ACC = "test/acc"
 TEST_ACC_1CROP = "test/acc_1crop"
 TEST_MEAN_CLASS_ACC = "test/mean_class_acc"
 TEST_PREFIX = "test/"
-EPOCH = "epoch"  # Lightning's own column beside step-level metrics
+EPOCH = "epoch"  # Lightning's own columns beside the metrics of the CSV logs
+STEP = "step"
 
 # --- telemetry: every telemetry.every_n_steps steps, at that step (telemetry.py) -------------
 FEAT_MEAN = "feat/mean"  # the feature tensor's mean, std and share of exact zeros
@@ -82,6 +83,10 @@ CSV_DIR = "csv"
 CSV_METRICS = Path(CSV_DIR) / "metrics.csv"
 CSV_BEFORE_RESUME = "metrics.before-resume-*.csv"  # a resumed run's earlier CSV logs (glob)
 HYDRA_MULTIRUN_FILE = "multirun.yaml"  # Hydra's record of a sweep, in the sweep folder
+HYDRA_DIR = ".hydra"  # Hydra's record of a job: its config, overrides and hydra.yaml
+HYDRA_RECORD = "hydra.yaml"
+WANDB_DIR = "wandb"  # W&B's own files of a run
+PLOTS_DIR = "plots"  # where ptr-plots (and ptr-report --plots) write by default
 WANDB_RUN_ID_FILE = "wandb_run_id.txt"  # so resume= continues the same W&B run
 # What a run writes into its folder, and what overwrite=true replaces; the first four mean the
 # folder holds a run.

@@ -16,13 +16,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ptr_lightning.core.errors import ConfigError, DatasetError
-from ptr_lightning.core.settings import check, integer, one_of
-from ptr_lightning.data.base import DecodedImages, InMemoryDataModule, log_split_sizes
+from ptr_lightning.core.settings import check, one_of
+from ptr_lightning.data.base import (
+    DecodedImages,
+    InMemoryDataModule,
+    decode_samples,
+    log_split_sizes,
+)
 from ptr_lightning.data.downloads import DOWNLOADS
-from ptr_lightning.data.images import decode_all
+from ptr_lightning.data.images import DECODE_WORKERS_RULE, IMAGE_SIZE_RULE
 from ptr_lightning.data.readers import (
     READERS,
     VAL_FRACTION_RULE,
@@ -41,29 +44,6 @@ from ptr_lightning.data.transforms import (
 log = logging.getLogger(__name__)
 
 
-def decode_samples(
-    samples: list[Sample],
-    *,
-    size: int,
-    num_workers: int,
-    skip_unreadable: bool,
-    cache_file: Path | None,
-) -> tuple[DecodedImages, list[Sample], list[Sample]]:
-    """The images of ``samples`` decoded (:func:`decode_all`) with their labels, the samples
-    they are, and the unreadable samples left out (only with ``skip_unreadable``)."""
-    images, skipped = decode_all(
-        [s.path for s in samples],
-        size=size,
-        num_workers=num_workers,
-        skip_unreadable=skip_unreadable,
-        cache_file=cache_file,
-    )
-    left_out = set(skipped)
-    kept = [s for i, s in enumerate(samples) if i not in left_out]
-    labels = torch.tensor([s.label for s in kept], dtype=torch.long)
-    return DecodedImages(images, labels), kept, [samples[i] for i in skipped]
-
-
 class ArchiveDataModule(InMemoryDataModule):
     """Images from ``reader``'s archive layout under ``root``; items ``(uint8 image, label)``.
 
@@ -78,8 +58,8 @@ class ArchiveDataModule(InMemoryDataModule):
     RULES = {
         "reader": one_of("dataset.reader", READERS),
         "val_fraction": VAL_FRACTION_RULE,
-        "image_size": integer("dataset.image_size", 1),
-        "decode_workers": integer("dataset.decode_workers", 0),
+        "image_size": IMAGE_SIZE_RULE,
+        "decode_workers": DECODE_WORKERS_RULE,
     }
 
     def __init__(
@@ -263,21 +243,6 @@ class ArchiveDataModule(InMemoryDataModule):
         splits = self.splits(index)
         labels = {split: [s.label for s in samples] for split, samples in splits.items()}
         log_split_sizes(self.name, labels, self.class_names)
-        if index.ignored:
-            log.warning(
-                "%s: ignored %d file(s) whose extension is not an image format Pillow reads, "
-                "e.g. %s",
-                self.name,
-                len(index.ignored),
-                [str(p) for p in index.ignored[:3]],
-            )
-        if index.loops:
-            log.warning(
-                "%s: did not follow %d folder link(s) that lead back into a folder already "
-                "read (a loop), e.g. %s",
-                self.name,
-                len(index.loops),
-                [str(p) for p in index.loops[:3]],
-            )
+        index.warn_left_out(self.name)
         for split, samples in splits.items():
             setattr(self, f"{split}_dataset", self._decode(split, samples))

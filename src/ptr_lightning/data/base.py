@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -18,10 +19,35 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from ptr_lightning.core.settings import check, integer
+from ptr_lightning.data.images import decode_all
+from ptr_lightning.data.readers import Sample
 from ptr_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Normalize, SingleView
 
 log = logging.getLogger(__name__)
 _MAX_NAMED = 3
+
+
+def decode_samples(
+    samples: list[Sample],
+    *,
+    size: int,
+    num_workers: int,
+    skip_unreadable: bool,
+    cache_file: Path | None,
+) -> tuple[DecodedImages, list[Sample], list[Sample]]:
+    """The images of ``samples`` decoded (:func:`decode_all`) with their labels, the samples
+    they are, and the unreadable samples left out (only with ``skip_unreadable``)."""
+    images, skipped = decode_all(
+        [s.path for s in samples],
+        size=size,
+        num_workers=num_workers,
+        skip_unreadable=skip_unreadable,
+        cache_file=cache_file,
+    )
+    left_out = set(skipped)
+    kept = [s for i, s in enumerate(samples) if i not in left_out]
+    labels = torch.tensor([s.label for s in kept], dtype=torch.long)
+    return DecodedImages(images, labels), kept, [samples[i] for i in skipped]
 
 
 def log_split_sizes(

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from ptr_lightning.core.errors import ConfigError
 from ptr_lightning.core.settings import Rule, check, integer
 from ptr_lightning.data.base import DecodedImages, InMemoryDataModule, log_split_sizes
+from ptr_lightning.data.images import IMAGE_SIZE_RULE
 from ptr_lightning.data.readers import VAL_FRACTION_RULE
 from ptr_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -73,7 +74,7 @@ class DigitsDataModule(InMemoryDataModule):
     """Few-shot digits; items are ``(uint8 image (3, S, S), label)``."""
 
     RULES = {
-        "image_size": integer("dataset.image_size", 1),
+        "image_size": IMAGE_SIZE_RULE,
         # Each digit has at least 174 images and some must remain for val/test.
         "train_per_class": integer("dataset.train_per_class", 1, 169),
         "val_fraction": VAL_FRACTION_RULE,

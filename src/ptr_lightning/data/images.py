@@ -23,9 +23,13 @@ from PIL import EpsImagePlugin, Image, ImageFile
 from tqdm import tqdm
 
 from ptr_lightning.core.errors import DatasetError
+from ptr_lightning.core.settings import integer
 
 _CACHE_VERSION = 1
 _COPY_CHUNK = 256
+# The side of the letterboxed images and the decoding processes, for every data set.
+IMAGE_SIZE_RULE = integer("dataset.image_size", 1)
+DECODE_WORKERS_RULE = integer("dataset.decode_workers", 0)
 
 
 class UnreadableImageError(DatasetError):

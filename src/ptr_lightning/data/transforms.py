@@ -20,15 +20,26 @@ from ptr_lightning.core.settings import Rule, integer
 # takes the statistics of its model's weights (``model.input.mean``, ``model.input.std``).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _rgb(values, *, positive: bool) -> bool:
+    # A scalar or null fails here, naming the key, not later in list() or torch.tensor().
+    if isinstance(values, str) or not hasattr(values, "__len__"):
+        return False
+    return len(values) == 3 and all(
+        isinstance(x, int | float) and (x > 0 or not positive) for x in values
+    )
+
+
 MEAN_RULE = Rule(
     "dataset.mean",
-    lambda v: len(v) == 3 and all(isinstance(x, int | float) for x in v),
+    lambda v: _rgb(v, positive=False),
     "three numbers, one per RGB channel (model.input.mean gives the weights' own)",
     kind="any",
 )
 STD_RULE = Rule(
     "dataset.std",
-    lambda v: len(v) == 3 and all(isinstance(x, int | float) and x > 0 for x in v),
+    lambda v: _rgb(v, positive=True),
     "three numbers > 0, one per RGB channel (model.input.std gives the weights' own)",
     kind="any",
 )
@@ -40,7 +51,7 @@ class Normalize(nn.Module):
 
     def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
         super().__init__()
-        mean, std = tuple(MEAN_RULE.check(list(mean))), tuple(STD_RULE.check(list(std)))
+        mean, std = tuple(MEAN_RULE.check(mean)), tuple(STD_RULE.check(std))
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) * 255.0, persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * 255.0, persistent=False)
 

@@ -41,24 +41,33 @@ def read_series(run: Path) -> dict[str, Series]:
     rows: list[dict[str, str]] = []
     for path in csv_files(run):
         with open(path, newline="") as f:
-            rows += list(csv.DictReader(f))
-    epochs = [row.get("epoch") or "" for row in rows]
+            # A live run may be part-way through appending its last row.
+            rows += [row for row in csv.DictReader(f) if (row.get(names.STEP) or "").isdigit()]
+    epochs = [number(row.get(names.EPOCH)) for row in rows]
     next_epoch = math.nan
     for i in reversed(range(len(rows))):
-        if epochs[i]:
-            next_epoch = float(epochs[i])
+        if epochs[i] is None:
+            epochs[i] = next_epoch
         else:
-            epochs[i] = str(next_epoch)
+            next_epoch = epochs[i]
     values: dict[str, dict[int, tuple[float, float]]] = {}
     for row, epoch in zip(rows, epochs, strict=True):
-        step = int(row["step"])
-        for key, value in row.items():
-            if key in ("step", "epoch") or value in ("", None):
-                continue
-            values.setdefault(key, {})[step] = (float(epoch), float(value))
+        step = int(row[names.STEP])
+        for key, text in row.items():
+            value = None if key in (names.STEP, names.EPOCH) else number(text)
+            if value is not None:
+                values.setdefault(key, {})[step] = (epoch, value)
     series = {}
     for key, by_step in values.items():
         steps = np.array(sorted(by_step))
         epoch_value = np.array([by_step[s] for s in steps]).reshape(-1, 2)
         series[key] = Series(steps, epoch_value[:, 0], epoch_value[:, 1])
     return series
+
+
+def number(text: str | None) -> float | None:
+    """A CSV cell as a number; None when empty or cut short (a row being written)."""
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None

@@ -92,7 +92,7 @@ def summarize(groups: Sequence[Group], metric: str) -> list[Summary]:
     """Mean (std) of ``metric`` per group, and the gain over its baseline group."""
     summaries = {}
     for group in groups:
-        values = [run.metric(metric)[0] for run in group.runs]
+        values = group.values(metric)  # every run has it: the report groups finished runs
         mean, std = mean_std(values)
         summaries[id(group)] = Summary(group, values, mean, std, notes=group_notes(group))
     for summary in summaries.values():
@@ -299,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.plots:
         from ptr_lightning.results.plots import print_written, write_all
 
-        print_written(write_all(args.folders, out / "plots", metric=args.metric))
+        print_written(write_all(args.folders, out / names.PLOTS_DIR, metric=args.metric, runs=runs))
     if not finished:
         print(f"report: none of the {len(runs)} run folders has {args.metric!r}", file=sys.stderr)
         return 1

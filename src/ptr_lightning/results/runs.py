@@ -26,15 +26,15 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from ptr_lightning.core import names
-from ptr_lightning.core.config_keys import flatten, is_compared, is_method
+from ptr_lightning.core.config_keys import PTR_AXES, flatten, is_compared, is_method, short_keys
 from ptr_lightning.results.curves import Series, read_series
 from ptr_lightning.results.predictions import PredictionsError, load_predictions
 
 BASELINE = names.FINE_TUNING
 # Folders a run writes below itself that never hold other runs.
-SKIP_DIRS = frozenset({"wandb", "csv", "checkpoints", ".hydra"})
-# The paper's sweep axes: in a label, both or neither.
-PAPER_AXES = ("regularizer.R", "regularizer.m")
+SKIP_DIRS = frozenset(
+    {names.WANDB_DIR, names.CSV_DIR, str(names.LAST_CHECKPOINT.parent), names.HYDRA_DIR}
+)
 ROW_KEYS = ("dataset.name", "model.arch")  # a table's row: data set and backbone
 MAX_ERROR_LINE = 200
 
@@ -102,8 +102,20 @@ class Run:
         unresolved: then the option Hydra recorded in ``.hydra/hydra.yaml``."""
         value = self.setting(f"choices.{group}")
         if value is None or str(value).startswith("${"):
-            value = hydra_choice(self.path, group)
+            value = self.hydra_choices.get(group)
         return str(value) if value is not None else None
+
+    @cached_property
+    def hydra_choices(self) -> dict[str, Any]:
+        """The config-group options Hydra recorded in ``.hydra/hydra.yaml`` (read once)."""
+        hydra_yaml = self.path / names.HYDRA_DIR / names.HYDRA_RECORD
+        if not hydra_yaml.is_file():
+            return {}
+        try:
+            choices = OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.runtime.choices")
+            return dict(choices) if choices is not None else {}
+        except Exception:
+            return {}
 
     def predictions(self, split: str) -> dict[str, np.ndarray]:
         """The run's predictions of ``split``; :class:`PredictionsError` naming the file."""
@@ -144,22 +156,9 @@ class Run:
         return f"{self.dataset} / {self.backbone} / {self.method}, seed {self.seed}"
 
 
-def hydra_choice(path: Path, group: str) -> str | None:
-    hydra_yaml = path / ".hydra" / "hydra.yaml"
-    if not hydra_yaml.is_file():
-        return None
-    try:
-        value = OmegaConf.select(
-            OmegaConf.load(hydra_yaml), f"hydra.runtime.choices.{group}", default=None
-        )
-    except Exception:
-        return None
-    return str(value) if value is not None else None
-
-
 def is_run_dir(path: Path) -> bool:
     """A run folder holds its resolved ``config.yaml`` or at least Hydra's ``.hydra/``."""
-    return (path / names.CONFIG_FILE).is_file() or (path / ".hydra").is_dir()
+    return (path / names.CONFIG_FILE).is_file() or (path / names.HYDRA_DIR).is_dir()
 
 
 def find_run_dirs(roots: Iterable[Path]) -> list[Path]:
@@ -210,7 +209,7 @@ def load_run(path: Path) -> Run:
     error = first_error_line(path / names.ERROR_FILE)
     config_path = path / names.CONFIG_FILE
     if not config_path.is_file():
-        config_path = path / ".hydra" / names.CONFIG_FILE
+        config_path = path / names.HYDRA_DIR / names.CONFIG_FILE
     if not config_path.is_file():
         return Run(path, None, None, problem="no config.yaml", error=error)
     try:
@@ -277,6 +276,10 @@ class Group:
     @property
     def seeds(self) -> list[Any]:
         return sorted((run.seed for run in self.runs), key=sort_value)
+
+    def values(self, metric: str) -> list[float]:
+        """``metric`` in percent, over the runs that have it."""
+        return [v for v, _ in (run.metric(metric) for run in self.runs) if v is not None]
 
     def title(self, with_row: bool = True) -> str:
         """``digits / resnet18 / ptr-sml1 R=3,m=1`` (the label alone without ``with_row``)."""
@@ -349,8 +352,8 @@ def label_groups(groups: Sequence[Group]) -> None:
             shown = common | varying(same, is_method)
             for group in same:
                 keys = [k for k in sorted(shown, key=axes_first) if k in group.settings]
-                if any(k in keys for k in PAPER_AXES):
-                    keys = [*PAPER_AXES, *(k for k in keys if k not in PAPER_AXES)]
+                if any(k in keys for k in PTR_AXES):
+                    keys = [*PTR_AXES, *(k for k in keys if k not in PTR_AXES)]
                 group.label = " ".join([group.method, describe(group.settings, keys)]).strip()
 
 
@@ -366,15 +369,14 @@ def varying(groups: Sequence[Group], which: Callable[[str], bool]) -> set[str]:
 
 
 def axes_first(key: str) -> tuple[int, str]:
-    return (PAPER_AXES.index(key), "") if key in PAPER_AXES else (len(PAPER_AXES), key)
+    return (PTR_AXES.index(key), "") if key in PTR_AXES else (len(PTR_AXES), key)
 
 
 def describe(settings: dict[str, Any], keys: Sequence[str]) -> str:
     """``R=3,m=1,max_epochs=6``: each key by its last part (in full where two end alike)."""
-    shorts = [key.rsplit(".", 1)[-1] for key in keys]
     return ",".join(
-        f"{short if shorts.count(short) == 1 else key}={format_value(settings.get(key))}"
-        for key, short in zip(keys, shorts, strict=True)
+        f"{shown}={format_value(settings.get(key))}"
+        for key, shown in zip(keys, short_keys(keys), strict=True)
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
+from ptr_lightning.core import names
 from ptr_lightning.core.names import AUTO_RESUME
 
 
@@ -32,7 +33,8 @@ def _resumed_folder(resume: str | None, default: str) -> str:
 
 def _hydra_subdir(resume: str | None, stamp: str) -> str:
     # Hydra's record of a resume goes beside the run's original .hydra/, not over it.
-    return f".hydra/resume-{stamp}" if resume and resume != AUTO_RESUME else ".hydra"
+    resumed = resume and resume != AUTO_RESUME
+    return f"{names.HYDRA_DIR}/resume-{stamp}" if resumed else names.HYDRA_DIR
 
 
 def _default_m(m_mode: str, backbone_m: float) -> float:

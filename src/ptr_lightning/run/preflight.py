@@ -51,7 +51,7 @@ class Preflight(Callback):
         sweep = Path(str(config.hydra.sweep.dir))
         failed = sorted(sweep.glob(f"**/{names.ERROR_FILE}"))
         if failed:
-            jobs = len(list(sweep.glob("**/.hydra")))  # one per job Hydra started
+            jobs = len(list(sweep.glob(f"**/{names.HYDRA_DIR}")))  # one per job Hydra started
             print(
                 f"{len(failed)} of {max(jobs, len(failed))} jobs failed (their error.txt: "
                 f"{', '.join(str(p.parent.relative_to(sweep)) for p in failed[:5])}"

@@ -76,6 +76,7 @@ def resume_config(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
         apply_override(saved, override)
     with open_dict(saved):
         saved.resume = None
+        saved.overwrite = False  # a resumed run continues its folder; it never replaces it
         saved.ckpt_path = str(checkpoint.resolve())
     return saved
 
@@ -147,6 +148,7 @@ def auto_resume(cfg: DictConfig) -> DictConfig:
             f"{', '.join(differing)}); give this run another folder, or resume=<that folder>."
         )
     with open_dict(cfg):
+        cfg.overwrite = False  # a resumed run continues its folder; it never replaces it
         cfg.ckpt_path = str(checkpoint.resolve())
     return cfg
 

@@ -50,11 +50,12 @@ def in_use(folder: Path) -> RunFolderInUseError:
     )
 
 
+# The folder checks and replacing outputs are rank 0's: data-parallel ranks share its folder.
+@rank_zero_only
 def refuse_if_live(folder: Path) -> None:
-    """Raise :class:`RunFolderInUseError` while a live run holds ``folder`` (nothing written).
-    Data-parallel ranks other than 0 share the folder that rank 0 holds: never refused."""
+    """Raise :class:`RunFolderInUseError` while a live run holds ``folder`` (nothing written)."""
     lock_file = folder / names.LOCK_FILE
-    if rank_zero_only.rank != 0 or not lock_file.is_file():
+    if not lock_file.is_file():
         return
     lock = FileLock(lock_file, timeout=0)
     try:
@@ -69,14 +70,22 @@ def outputs_in(folder: Path) -> list[str]:
     return [name for name in names.RUN_OUTPUTS if (folder / name).exists()]
 
 
+@rank_zero_only
 def refuse_to_train_over(cfg: DictConfig) -> None:
     """Raise :class:`RunFolderError` when ``cfg``'s run folder holds a run that this one, which
-    neither resumes it nor asks to overwrite it, would train over."""
-    if cfg.get("resume") or cfg.get("overwrite") or not cfg.paths.get("output_dir"):
-        return
-    if rank_zero_only.rank != 0:  # a data-parallel rank: rank 0's run is this one
+    neither resumes it nor asks to overwrite it, would train over; or when ``overwrite=true``
+    would delete the checkpoint this run starts from."""
+    if cfg.get("resume") or not cfg.paths.get("output_dir"):
         return
     folder = Path(cfg.paths.output_dir)
+    if cfg.get("overwrite"):
+        ckpt = cfg.get("ckpt_path")
+        if ckpt and Path(ckpt).resolve().is_relative_to(folder.resolve()):
+            raise RunFolderError(
+                f"overwrite=true would delete ckpt_path={ckpt}, the checkpoint this run starts "
+                f"from. resume={folder} continues that run; or copy the checkpoint elsewhere."
+            )
+        return
     if not any((folder / marker).exists() for marker in names.RUN_MARKERS):
         return
     found = ", ".join(outputs_in(folder))
@@ -87,6 +96,7 @@ def refuse_to_train_over(cfg: DictConfig) -> None:
     )
 
 
+@rank_zero_only
 def replace_outputs(folder: Path) -> None:
     """``overwrite=true``: delete the earlier run's outputs before this run writes its own."""
     found = outputs_in(folder)

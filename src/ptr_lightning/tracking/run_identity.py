@@ -23,7 +23,7 @@ from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ptr_lightning.core import names
-from ptr_lightning.core.config_keys import is_plumbing
+from ptr_lightning.core.config_keys import is_plumbing, short_keys
 
 MAX_GROUP = 128  # W&B's limit on a group name
 MAX_TAG = 64  # W&B's limit on a tag
@@ -57,11 +57,9 @@ def run_name(cfg: DictConfig) -> str:
     swept = swept_keys(cfg)
     if swept:
         overrides = [o for o in overrides if o.key_or_group in swept]
-    shorts = [o.key_or_group.rsplit(".", 1)[-1] for o in overrides]
+    shown = short_keys([o.key_or_group for o in overrides])
     return ",".join(
-        # The full key where two keys end alike (model.lr, scheduler.lr).
-        f"{short if shorts.count(short) == 1 else o.key_or_group}={o.get_value_element_as_str()}"
-        for o, short in zip(overrides, shorts, strict=True)
+        f"{key}={o.get_value_element_as_str()}" for o, key in zip(overrides, shown, strict=True)
     )
 
 

@@ -18,9 +18,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ptr_lightning.core import names
+from ptr_lightning.core.config_keys import PTR_M, PTR_R
 from ptr_lightning.tracking.wandb_logger import wandb_configured, wandb_host, wandb_reachable
-
-R, M = "regularizer.R", "regularizer.m"
 
 
 def build_workspace(entity: str, project: str, name: str) -> Any:
@@ -28,7 +27,7 @@ def build_workspace(entity: str, project: str, name: str) -> Any:
     import wandb_workspaces.workspaces as ws
 
     runs = ws.RunsetSettings(
-        pinned_columns=[f"config:{R}", f"config:{M}", f"summary:{names.TEST_ACC}"]
+        pinned_columns=[f"config:{PTR_R}", f"config:{PTR_M}", f"summary:{names.TEST_ACC}"]
     )
     return ws.Workspace(
         entity=entity, project=project, name=name, sections=sections(), runset_settings=runs
@@ -57,8 +56,8 @@ def sections() -> list[Any]:
     r_m = wr.ParallelCoordinatesPlot(
         title="test/acc over R and m",
         columns=[
-            wr.ParallelCoordinatesPlotColumn(metric=wr.Config(R)),
-            wr.ParallelCoordinatesPlotColumn(metric=wr.Config(M)),
+            wr.ParallelCoordinatesPlotColumn(metric=wr.Config(PTR_R)),
+            wr.ParallelCoordinatesPlotColumn(metric=wr.Config(PTR_M)),
             wr.ParallelCoordinatesPlotColumn(metric=wr.SummaryMetric(names.TEST_ACC)),
         ],
     )

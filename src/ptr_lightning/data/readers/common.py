@@ -3,17 +3,20 @@ layout, listing and index-file helpers, and the protocol's validation hold-out."
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import random
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ptr_lightning.core.errors import DatasetError
 from ptr_lightning.core.settings import fraction as fraction_rule
 from ptr_lightning.data.images import readable_extensions
+
+log = logging.getLogger(__name__)
 
 # The share of the training images held out for validation where a data set has no val split.
 VAL_FRACTION_RULE = fraction_rule("dataset.val_fraction")
@@ -51,6 +54,22 @@ class ArchiveIndex:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def warn_left_out(self, name: str) -> None:
+        """One warning each for :attr:`ignored` and :attr:`loops`, naming a few."""
+        for paths, what in (
+            (
+                self.ignored,
+                "ignored %d file(s) whose extension is not an image format Pillow reads",
+            ),
+            (
+                self.loops,
+                "did not follow %d folder link(s) that lead back into a folder already read "
+                "(a loop)",
+            ),
+        ):
+            if paths:
+                log.warning(f"%s: {what}, e.g. %s", name, len(paths), [str(p) for p in paths[:3]])
 
 
 @dataclass(frozen=True)
@@ -90,15 +109,15 @@ def require_dir(info: Layout, folder: Path, what: str = "data folder") -> Path:
     return folder
 
 
-def check_images_exist(info: Layout, samples: Iterable[Sample], listed_in: str) -> None:
-    """Raise when an index file names images that are not on disk.
+def check_images_exist(info: Layout, index: ArchiveIndex, listed_in: str) -> ArchiveIndex:
+    """``index``, or raise when its index files name images that are not on disk.
 
     Lists each parent folder once instead of stat-ing every file; that is much faster on network
     file systems.
     """
     listing: dict[Path, set[str]] = {}
     missing: list[Path] = []
-    for sample in samples:
+    for sample in index.train + (index.val or []) + index.test:
         parent = sample.path.parent
         if parent not in listing:
             listing[parent] = set(os.listdir(parent)) if parent.is_dir() else set()
@@ -112,6 +131,7 @@ def check_images_exist(info: Layout, samples: Iterable[Sample], listed_in: str) 
             f"first missing:\n{shown}{more}\n"
             f"The archive looks incompletely extracted; re-extract it (source: {info.source})."
         )
+    return index
 
 
 def read_lines(path: Path) -> list[str]:
@@ -136,13 +156,15 @@ def read_id_table(path: Path) -> dict[int, str]:
     return table
 
 
-def is_hidden(path: Path) -> bool:
+def is_hidden(name: str) -> bool:
     """``.ipynb_checkpoints``, ``.DS_Store``, macOS's ``._<name>`` copies: never data."""
-    return path.name.startswith(".")
+    return name.startswith(".")
 
 
 def is_image(path: Path) -> bool:
-    return not is_hidden(path) and path.suffix.lower() in readable_extensions() and path.is_file()
+    return (
+        not is_hidden(path.name) and path.suffix.lower() in readable_extensions() and path.is_file()
+    )
 
 
 def accepted_extensions() -> str:
@@ -157,7 +179,7 @@ def list_images(folder: Path) -> list[Path]:
 
 def subfolders(folder: Path) -> list[Path]:
     """The folders in ``folder`` (links to folders included, hidden ones left out), sorted."""
-    return sorted(d for d in folder.iterdir() if d.is_dir() and not is_hidden(d))
+    return sorted(d for d in folder.iterdir() if d.is_dir() and not is_hidden(d.name))
 
 
 def walk_files(folder: Path, loops: list[Path]) -> list[Path]:
@@ -173,8 +195,8 @@ def walk_files(folder: Path, loops: list[Path]) -> list[Path]:
             dirnames.clear()
             continue
         seen.add(real)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        files += [Path(dirpath) / f for f in filenames if not f.startswith(".")]
+        dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
+        files += [Path(dirpath) / f for f in filenames if not is_hidden(f)]
     return sorted(files)
 
 
@@ -186,10 +208,6 @@ def absolute(root: str | os.PathLike[str]) -> Path:
 def class_rng(kind: str, split_seed: int, key: str) -> random.Random:
     # str seeds go through SHA-512, so this is stable across processes and Python hash seeds.
     return random.Random(f"{kind}:{split_seed}:{key}")
-
-
-def all_samples(index: ArchiveIndex) -> list[Sample]:
-    return index.train + (index.val or []) + index.test
 
 
 def holdout_val(

@@ -10,7 +10,6 @@ from ptr_lightning.data.readers.common import (
     Layout,
     Sample,
     absolute,
-    all_samples,
     check_images_exist,
     read_id_table,
     require_file,
@@ -65,5 +64,4 @@ def read_cub200(root: str | os.PathLike[str]) -> ArchiveIndex:
         (train if is_train[image_id].strip() == "1" else test).append(sample)
 
     index = ArchiveIndex([classes[c] for c in class_ids], train, None, test)
-    check_images_exist(LAYOUT, all_samples(index), "images.txt")
-    return index
+    return check_images_exist(LAYOUT, index, "images.txt")

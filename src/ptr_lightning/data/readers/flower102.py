@@ -12,7 +12,6 @@ from ptr_lightning.data.readers.common import (
     Layout,
     Sample,
     absolute,
-    all_samples,
     check_images_exist,
     require_file,
 )
@@ -68,5 +67,4 @@ def read_flower102(root: str | os.PathLike[str]) -> ArchiveIndex:
         val=split("valid"),
         test=split("tstid"),
     )
-    check_images_exist(LAYOUT, all_samples(index), "setid.mat")
-    return index
+    return check_images_exist(LAYOUT, index, "setid.mat")

@@ -10,7 +10,6 @@ from ptr_lightning.data.readers.common import (
     Layout,
     Sample,
     absolute,
-    all_samples,
     check_images_exist,
     read_lines,
     require_dir,
@@ -48,8 +47,7 @@ def read_mit67(root: str | os.PathLike[str]) -> ArchiveIndex:
         return [Sample(images / line, label_of[_mit67_class(line)]) for line in lines]
 
     index = ArchiveIndex(class_names, samples(train_lines), None, samples(test_lines))
-    check_images_exist(LAYOUT, all_samples(index), "TrainImages.txt / TestImages.txt")
-    return index
+    return check_images_exist(LAYOUT, index, "TrainImages.txt / TestImages.txt")
 
 
 def _mit67_class(line: str) -> str:

@@ -11,7 +11,6 @@ from ptr_lightning.data.readers.common import (
     Layout,
     Sample,
     absolute,
-    all_samples,
     check_images_exist,
     read_lines,
     require_dir,
@@ -60,8 +59,7 @@ def read_stanford40(root: str | os.PathLike[str]) -> ArchiveIndex:
         return out
 
     index = ArchiveIndex(actions, split("train"), None, split("test"))
-    check_images_exist(LAYOUT, all_samples(index), "ImageSplits/*_{train,test}.txt")
-    return index
+    return check_images_exist(LAYOUT, index, "ImageSplits/*_{train,test}.txt")
 
 
 def _stanford40_actions(path: Path) -> list[str]:

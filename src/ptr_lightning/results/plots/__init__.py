@@ -46,7 +46,7 @@ from ptr_lightning.results.plots.predictions import (
 )
 from ptr_lightning.results.plots.training import heatmap_r_m, learning_curves, ptr_telemetry
 from ptr_lightning.results.predictions import PredictionsError, predictions_file
-from ptr_lightning.results.runs import Group, group_runs, load_runs
+from ptr_lightning.results.runs import Group, Run, group_runs, load_runs
 
 DPI = 90
 
@@ -100,12 +100,17 @@ class Written:
 
 
 def write_all(
-    folders: Sequence[Path], out: Path, *, split: str = "test", metric: str = names.TEST_ACC
+    folders: Sequence[Path],
+    out: Path,
+    *,
+    split: str = "test",
+    metric: str = names.TEST_ACC,
+    runs: Sequence[Run] | None = None,
 ) -> Written:
-    """Every figure for the runs below ``folders`` into ``out``. A figure whose inputs are
-    missing is skipped (saying what it lacked); an unreadable predictions file leaves that run
-    out of the figures (naming the file), the others go on."""
-    groups = group_runs(load_runs(folders))
+    """Every figure for the runs below ``folders`` (or ``runs``, already loaded from them) into
+    ``out``. A figure whose inputs are missing is skipped (saying what it lacked); an unreadable
+    predictions file leaves that run out of the figures (naming the file), the others go on."""
+    groups = group_runs(runs if runs is not None else load_runs(folders))
     figures: dict[str, Path | str] = {}
     for name in FIGURES:
         try:
@@ -162,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if missing:
         print(f"plots: no such folder: {', '.join(map(str, missing))}", file=sys.stderr)
         return 1
-    out = args.out or args.folders[0] / "plots"
+    out = args.out or args.folders[0] / names.PLOTS_DIR
     problem = writable(out)
     if problem:
         print(

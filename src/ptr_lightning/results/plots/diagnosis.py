@@ -15,12 +15,12 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
 from ptr_lightning.core import names
+from ptr_lightning.core.config_keys import PTR_R, PTR_TARGETS
 from ptr_lightning.results.curves import Series
 from ptr_lightning.results.plots.figure import Band, Missing, Plot, band_over_runs, legend_names
 from ptr_lightning.results.plots.training import switch_step
 from ptr_lightning.results.runs import Group, Run
 
-R = "regularizer.R"
 # The targets' mean is m for every kind but `centred` (rep + noise): no m line for it.
 NO_TARGET_MEAN = "centred"
 
@@ -105,7 +105,7 @@ def ce_series(run: Run, window: tuple[float, float] | None) -> Series | None:
 def curve_series(curve: Curve, group: Group, window: tuple[float, float] | None) -> list[Series]:
     if curve.key == names.TRAIN_CE:
         found = [ce_series(run, window) for run in group.runs]
-    elif curve is TARGETS_M and group.settings.get("regularizer.targets") == NO_TARGET_MEAN:
+    elif curve is TARGETS_M and group.settings.get(PTR_TARGETS) == NO_TARGET_MEAN:
         return []
     else:
         found = [curve.series(run) for run in group.runs]
@@ -183,7 +183,7 @@ def draw_group(
         return
     for step in sorted({s for s in map(switch_step, group.runs) if s is not None}):
         ax.axvline(step, color=color, linestyle="--", linewidth=0.8, alpha=0.7)
-    r = group.settings.get(R)
+    r = group.settings.get(PTR_R)
     if panel.at_one_over_r and r:
         ax.axhline(1 / r, color=color, linestyle=":", linewidth=1.2)
         plot.rows.append([label, f"1/R ({panel.curves[0].name})", "", 1, 1 / r, 0.0, 1 / r, 1 / r])

@@ -15,9 +15,9 @@ from ptr_lightning.model.prediction_metrics import (
     per_class_accuracy,
     reliability_bins,
 )
-from ptr_lightning.results.analysis import entropy_bits, rectifications
+from ptr_lightning.results.analysis import compare, entropy_bits
 from ptr_lightning.results.plots.figure import Missing, Plot
-from ptr_lightning.results.predictions import PredictionsError, aligned, predictions_file
+from ptr_lightning.results.predictions import PredictionsError, predictions_file
 from ptr_lightning.results.runs import Group, Run, mean_std, sort_value
 
 PTR = "ptr"  # the regularizer the PtR figures are about
@@ -34,9 +34,12 @@ class Comparison:
 
     ft: list[Run]
     ptr: list[Run]
-    ptr_label: str
     split: str
     group: Group
+
+    @property
+    def ptr_label(self) -> str:
+        return self.group.label
 
     def title(self) -> str:
         return f"{self.group.dataset} / {self.group.backbone}, {self.split}: ft vs {self.ptr_label}"
@@ -59,7 +62,7 @@ def with_predictions(group: Group | None, split: str) -> list[Run]:
 
 
 def val_acc(group: Group) -> float:
-    values = [v for v, _ in (r.metric(names.VAL_ACC) for r in group.runs) if v is not None]
+    values = group.values(names.VAL_ACC)
     return mean_std(values)[0] if values else -np.inf
 
 
@@ -81,7 +84,7 @@ def comparison(groups: Sequence[Group], split: str = "test") -> Comparison:
     row = min(g.row for g in candidates)
     best = max((g for g in candidates if g.row == row), key=val_acc)
     ft, ptr = with_predictions(best.baseline, split), with_predictions(best, split)
-    return Comparison(ft, ptr, best.label, split, best)
+    return Comparison(ft, ptr, split, best)
 
 
 def pooled(runs: Sequence[Run], split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -162,20 +165,16 @@ def rectification_counts(groups: Sequence[Group], split: str = "test") -> Plot:
         ["seed", "images", "true", "false", "ft_run", "ptr_run"],
     )
     for ft, ptr in sorted(pairs, key=lambda p: sort_value(p[0].seed)):
-        base = ft.predictions(split)
         try:
-            other = aligned(base, ptr.predictions(split))
+            counted = compare(ft.predictions(split), ptr.predictions(split))
         except PredictionsError:  # another split or data set: no rectifications to count
             continue
-        true_fix, false_fix = rectifications(
-            base["probabilities"], other["probabilities"], base["labels"]
-        )
         plot.rows.append(
             [
                 ft.seed,
-                len(base["labels"]),
-                len(true_fix),
-                len(false_fix),
+                counted.images,
+                len(counted.true_fixes),
+                len(counted.false_fixes),
                 str(ft.path),
                 str(ptr.path),
             ]

@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 from matplotlib.patheffects import withStroke
 
 from ptr_lightning.core import names
+from ptr_lightning.core.config_keys import PTR_M, PTR_R
 from ptr_lightning.results.plots.figure import Band, Missing, Plot, band_over_runs, legend_names
 from ptr_lightning.results.runs import Group, Run, mean_std, sort_value
 
@@ -20,7 +21,6 @@ CURVES = (
     (f"{names.LR}/backbone", "learning rate (backbone)"),
 )
 TELEMETRY = (names.PTR_W, names.PTR_G_CE, names.PTR_G_PTR)
-R, M = "regularizer.R", "regularizer.m"
 
 
 # --- 1. learning curves -------------------------------------------------------------------------
@@ -100,17 +100,14 @@ def ptr_telemetry(groups: Sequence[Group]) -> Plot:
 # --- 3. R x m heat map --------------------------------------------------------------------------
 
 
-def finished(group: Group, metric: str) -> list[float]:
-    """The group's ``metric`` in percent, over its runs that have it."""
-    return [v for v, _ in (r.metric(metric) for r in group.runs) if v is not None]
-
-
 def heatmap_panels(groups: Sequence[Group], metric: str) -> dict[Any, list[Group]]:
     """The groups with R and m and the metric, one panel per setting apart from R and m."""
     panels: dict[Any, list[Group]] = defaultdict(list)
     for group in groups:
-        if {R, M} <= group.settings.keys() and finished(group, metric):
-            others = tuple(sorted((k, v) for k, v in group.settings.items() if k not in (R, M)))
+        if {PTR_R, PTR_M} <= group.settings.keys() and group.values(metric):
+            others = tuple(
+                sorted((k, v) for k, v in group.settings.items() if k not in (PTR_R, PTR_M))
+            )
             panels[others].append(group)
     if not panels:
         raise Missing(f"no run with regularizer.R and regularizer.m has {metric} in metrics.json")
@@ -131,15 +128,15 @@ def heatmap_r_m(groups: Sequence[Group], metric: str = names.TEST_ACC) -> Plot:
 
 def draw_panel(ax: Any, fig: Figure, plot: Plot, cells: list[Group], metric: str) -> None:
     baseline = cells[0].baseline  # one for all: the cells differ only in R and m
-    ft = finished(baseline, metric) if baseline is not None else []
+    ft = baseline.values(metric) if baseline is not None else []
     ft_mean, ft_std = mean_std(ft) if ft else (np.nan, np.nan)
-    rs = sorted({c.settings[R] for c in cells}, key=sort_value)
-    ms = sorted({c.settings[M] for c in cells}, key=sort_value)
+    rs = sorted({c.settings[PTR_R] for c in cells}, key=sort_value)
+    ms = sorted({c.settings[PTR_M] for c in cells}, key=sort_value)
     gain = np.full((len(rs), len(ms)), np.nan)
     for cell in cells:
-        values = finished(cell, metric)
+        values = cell.values(metric)
         mean, std = mean_std(values)
-        i, j = rs.index(cell.settings[R]), ms.index(cell.settings[M])
+        i, j = rs.index(cell.settings[PTR_R]), ms.index(cell.settings[PTR_M])
         gain[i, j] = mean - ft_mean if ft else mean
         text = f"{mean:.2f}\n({std:.2f})\nn={len(values)}"
         if cell.never_switched_on:
@@ -156,7 +153,7 @@ def draw_panel(ax: Any, fig: Figure, plot: Plot, cells: list[Group], metric: str
         )  # any background
         epochs = cell.switch_epochs or []
         on = f"{sum(e is not None for e in epochs)}/{len(epochs)}" if epochs else ""
-        row = [cell.dataset, cell.backbone, cell.method, cell.settings[R], cell.settings[M]]
+        row = [cell.dataset, cell.backbone, cell.method, cell.settings[PTR_R], cell.settings[PTR_M]]
         plot.rows.append([*row, len(values), mean, std, ft_mean, ft_std, mean - ft_mean, on])
     span = np.nanmax(np.abs(gain)) or 1.0
     image = ax.imshow(
