@@ -35,6 +35,7 @@ from torch import Tensor
 
 from ptr_lightning.core.config_keys import PTR_M, PTR_R, PTR_TARGETS
 from ptr_lightning.core.settings import non_negative, one_of, positive
+from ptr_lightning.core.tensors import at_least_float32
 
 REGRESSION_LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "smooth_l1": F.smooth_l1_loss,
@@ -55,7 +56,7 @@ SATURATION: dict[str, float] = {"smooth_l1": 1.0}
 def saturated_fraction(features: Tensor, targets: Tensor, beta: float = 1.0) -> Tensor:
     """Share of elements with ``|rep - t| > beta``, where smooth-L1's gradient is the constant
     ``sign(rep - t)`` (its linear part) rather than ``rep - t``."""
-    x = features.detach().to(torch.promote_types(features.dtype, torch.float32))
+    x = at_least_float32(features.detach())
     return ((x - targets).abs() > beta).float().mean()
 
 
@@ -199,7 +200,7 @@ def feature_gradient(loss: Tensor, features: Tensor) -> Tensor:
     """``d loss / d features`` in float32 at least (half-precision gradients would lose the
     norms' precision); keeps the graph for the step's real backward."""
     (grad,) = torch.autograd.grad(loss, features, retain_graph=True)
-    return grad.to(torch.promote_types(grad.dtype, torch.float32))
+    return at_least_float32(grad)
 
 
 def mean_row_grad_norm(loss: Tensor, features: Tensor) -> Tensor:
@@ -238,12 +239,7 @@ def global_norm(grads: Sequence[Tensor]) -> Tensor:
     # Not torch.nn.utils.get_total_norm: it keeps bf16 gradients' precision, and is newer
     # (torch 2.6) than this project's floor.
     return torch.linalg.vector_norm(
-        torch.stack(
-            [
-                torch.linalg.vector_norm(g.to(torch.promote_types(g.dtype, torch.float32)))
-                for g in grads
-            ]
-        )
+        torch.stack([torch.linalg.vector_norm(at_least_float32(g)) for g in grads])
     )
 
 
@@ -327,7 +323,7 @@ def pseudo_task_loss(
         targets = draw_targets(features, m, generator)
     # The regression runs on a float32 (or wider) copy of the features so that its gradient,
     # ~1/(B*D) per element, does not underflow in half precision.
-    features32 = features.to(torch.promote_types(features.dtype, torch.float32))
+    features32 = at_least_float32(features)
     targets = targets.to(features32)
     ptr_loss = regression_loss(features32, targets, loss)
     d_ptr = REGRESSION_GRADIENTS[loss](features32.detach(), targets) / features.numel()

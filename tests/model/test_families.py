@@ -14,13 +14,13 @@ from hydra.utils import instantiate
 from torch import nn
 
 from ptr_lightning.core import names
+from ptr_lightning.core.tensors import evaluating
 from ptr_lightning.model.backbones import (
     build_backbone_and_head,
     build_pretrained,
     head_modules,
     layer_depths,
 )
-from ptr_lightning.model.classifier import evaluating
 from ptr_lightning.model.optimizer import OptimizerSettings, parameter_groups
 from ptr_lightning.regularizers import StepTensors
 from ptr_lightning.run.build import build_module

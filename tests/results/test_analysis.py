@@ -13,7 +13,6 @@ from ptr_lightning.results.analysis import (
     probability_confusion,
     rectifications,
 )
-from ptr_lightning.results.analysis import main as analysis_main
 from ptr_lightning.results.runs import find_run_dirs, load_run
 from tests.fixtures.run_folders import make_run
 
@@ -80,7 +79,7 @@ def test_over_seeds_each_method_is_paired_with_fine_tuning_of_its_seed(tmp_path,
     assert "(ptr4_failed failed: RuntimeError: boom)" in reasons["ptr4_failed"]
     assert reasons["ft4"] == "no other method's run to compare with"
 
-    assert analysis_main([str(sweep), "--split", "val"]) == 0
+    assert main([str(sweep), "--split", "val"]) == 0
     out = capsys.readouterr().out
     # Accuracy 75% for both in every pair; rectifications 1, 0, 1 each: 0.67 (0.58).
     assert "| digits | resnet18 | ptr-sml1 | 3 | 4 | 75.00 (0.00) -> 75.00 (0.00) |" in out
@@ -91,6 +90,6 @@ def test_over_seeds_each_method_is_paired_with_fine_tuning_of_its_seed(tmp_path,
 def test_two_run_folders_keep_the_per_image_form(tmp_path, capsys):
     ft = make_run_with_predictions(tmp_path / "ft", BASE)
     ptr = make_run_with_predictions(tmp_path / "ptr", PTR, regularizer="ptr")
-    assert analysis_main([str(ft), str(ptr), "--split", "val"]) == 0
+    assert main([str(ft), str(ptr), "--split", "val"]) == 0
     out = capsys.readouterr().out
     assert "4 val images, 3 classes" in out and "true: b" in out and "false: a" in out

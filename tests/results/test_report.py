@@ -18,6 +18,12 @@ def read_csv(path: Path) -> dict[str, dict[str, str]]:
         return {row["method"]: row for row in csv.DictReader(f)}
 
 
+def report_of(tmp_path: Path, capsys, runs) -> str:
+    """What ``ptr-report`` prints for a sweep of ``runs`` (``(metrics, config)`` pairs)."""
+    assert main([str(make_sweep(tmp_path / "sweep", runs))]) == 0
+    return capsys.readouterr().out
+
+
 @pytest.fixture
 def table1(tmp_path: Path) -> Path:
     """digits x resnet18: fine-tuning, PtR-SML1 (three seeds each) and one failed PtR run."""
@@ -121,9 +127,7 @@ def test_runs_differing_in_R_or_m_are_not_averaged_together(tmp_path, capsys):
     runs += [(acc(a), {"seed": s, "regularizer": "ptr", "R": 3}) for s, a in ((0, 0.86), (1, 0.88))]
     runs += [(acc(0.9), {"seed": 0, "regularizer": "ptr", "R": 3.0, "m": 5.0})]
     runs += [(acc(0.83), {"seed": 0, "regularizer": "ptr", "regression": "l2"})]
-    sweep = make_sweep(tmp_path / "sweep", runs)
-    assert main([str(sweep)]) == 0
-    out = capsys.readouterr().out
+    out = report_of(tmp_path, capsys, runs)
     assert "| digits | resnet18 | ft | 2 | 80.00 (0.00) |  |  | 0,1 |" in out
     # Only ptr-sml1 was swept, so only its labels carry R and m (3 and 3.0 are one value).
     assert (
@@ -136,7 +140,7 @@ def test_runs_differing_in_R_or_m_are_not_averaged_together(tmp_path, capsys):
         "| digits | resnet18 | ptr-sml1 R=3,m=5 | 1 | 90.00 (0.00) | +10.00 | 50.00% | 0 |" in out
     )
     assert "| digits | resnet18 | ptr-l2 | 1 | 83.00 (0.00) | +3.00 | 15.00% | 0 |" in out
-    assert set(read_csv(sweep / "report.csv")) == {
+    assert set(read_csv(tmp_path / "sweep" / "report.csv")) == {
         "ft",
         "ptr-sml1 R=1,m=1",
         "ptr-sml1 R=3,m=1",
@@ -146,8 +150,9 @@ def test_runs_differing_in_R_or_m_are_not_averaged_together(tmp_path, capsys):
 
 
 def test_weight_decay_label_and_baseline(tmp_path, capsys):
-    sweep = make_sweep(
-        tmp_path / "sweep",
+    out = report_of(
+        tmp_path,
+        capsys,
         [
             (acc(0.80), {"seed": 0}),
             (acc(0.70), {"seed": 0, "weight_decay": 0.0}),
@@ -155,8 +160,6 @@ def test_weight_decay_label_and_baseline(tmp_path, capsys):
             (acc(0.85), {"seed": 0, "regularizer": "fnp"}),
         ],
     )
-    assert main([str(sweep)]) == 0
-    out = capsys.readouterr().out
     assert "| digits | resnet18 | ft weight_decay=0 | 1 | 70.00 (0.00) |  |  | 0 |" in out
     # Compared with fine-tuning without weight decay: +6 over 70, 6 / 30 = 20 %.
     assert "| ptr-sml1 weight_decay=0 | 1 | 76.00 (0.00) | +6.00 | 20.00% | 0 |" in out
@@ -164,16 +167,15 @@ def test_weight_decay_label_and_baseline(tmp_path, capsys):
 
 
 def test_without_a_matching_baseline_there_is_no_gain_and_the_note_says_why(tmp_path, capsys):
-    sweep = make_sweep(
-        tmp_path / "sweep",
+    out = report_of(
+        tmp_path,
+        capsys,
         [
             (acc(0.80), {"seed": 0}),
             (acc(0.74), {"seed": 0, "weight_decay": 0.0, "regularizer": "ptr"}),
             (acc(0.60), {"seed": 0, "regularizer": "l2sp", "arch": "resnet50"}),
         ],
     )
-    assert main([str(sweep)]) == 0
-    out = capsys.readouterr().out
     # The ft run has weight decay, the PtR run none: they are not compared.
     assert "| ptr-sml1 weight_decay=0 | 1 | 74.00 (0.00) |  |  | 0 |" in out
     assert (
@@ -187,16 +189,15 @@ def test_without_a_matching_baseline_there_is_no_gain_and_the_note_says_why(tmp_
 
 def test_runs_of_other_epochs_are_never_averaged_or_compared(tmp_path, capsys):
     """An ft run of 6 epochs and a PtR run of 1 epoch: two groups, no gain between them."""
-    sweep = make_sweep(
-        tmp_path / "sweep",
+    out = report_of(
+        tmp_path,
+        capsys,
         [
             (acc(0.80), {"seed": 0, "max_epochs": 6}),
             (acc(0.70), {"seed": 0, "max_epochs": 1, "regularizer": "ptr"}),
             (acc(0.90), {"seed": 1, "max_epochs": 1}),
         ],
     )
-    assert main([str(sweep)]) == 0
-    out = capsys.readouterr().out
     assert "| digits | resnet18 | ft max_epochs=1 | 1 | 90.00 (0.00) |  |  | 1 |" in out
     assert "| digits | resnet18 | ft max_epochs=6 | 1 | 80.00 (0.00) |  |  | 0 |" in out
     assert "| ptr-sml1 max_epochs=1 | 1 | 70.00 (0.00) | -20.00 | -200.00% | 0 |" in out
@@ -280,8 +281,9 @@ def ptr_run(value: float, switch_epoch: int | None) -> dict[str, Any]:
 
 
 def test_report_says_how_many_runs_had_the_pseudo_task_on_and_flags_never(tmp_path, capsys):
-    sweep = make_sweep(
-        tmp_path / "sweep",
+    out = report_of(
+        tmp_path,
+        capsys,
         [
             (acc(0.80), {"seed": 0}),
             (ptr_run(0.82, 11), {"seed": 0, "regularizer": "ptr", "R": 3}),
@@ -290,8 +292,6 @@ def test_report_says_how_many_runs_had_the_pseudo_task_on_and_flags_never(tmp_pa
             (ptr_run(0.80, None), {"seed": 1, "regularizer": "ptr", "R": 10}),
         ],
     )
-    assert main([str(sweep)]) == 0
-    out = capsys.readouterr().out
     assert "| pseudo-task on |" in out
     assert "| ptr-sml1 R=3,m=1 | 2 | 83.00 (1.41) | +3.00 | 15.00% | 2/2 from ep 11-12 |" in out
     assert "| ptr-sml1 R=10,m=1 | 2 | 80.00 (0.00) | +0.00 | 0.00% | never (0/2) |" in out
@@ -299,7 +299,7 @@ def test_report_says_how_many_runs_had_the_pseudo_task_on_and_flags_never(tmp_pa
         "R=10,m=1: the pseudo-task never switched on in any run (latch: the epoch-mean "
         "training CE stayed >= regularizer.T)" in out
     )
-    rows = read_csv(sweep / "report.csv")
+    rows = read_csv(tmp_path / "sweep" / "report.csv")
     assert rows["ptr-sml1 R=10,m=1"]["pseudo_task_on_runs"] == "never"
     assert rows["ptr-sml1 R=3,m=1"]["switch_epochs"] == "11 12"
     assert rows["ft"]["pseudo_task_on_runs"] == ""

@@ -135,6 +135,13 @@ def test_deterministic_runs_are_identical(make_cfg):
         ("regularizer.balance=weights", r"regularizer.balance='weights'.*'parameters'"),
         ("regularizer.switch=never", r"regularizer.switch='never'.*'lr_drop'"),
         ("telemetry.every_n_steps=-1", r"telemetry.every_n_steps=-1.*0 turns telemetry off"),
+        ("optimizer=adamw optimizer.betas=0.9", r"optimizer.betas=0.9.*two numbers"),
+        ("model.layer_decay=0.5 model.layers=['([']", r"model.layers: '\(\[' is not a regular"),
+        ("model.layer_decay=0.5 model.layers=[nomatch]", r"model.layers=\['nomatch'\] match no"),
+        ("regularizer=delta regularizer.attention_images=0", r"attention_images=0.*>= 1"),
+        ("regularizer=delta regularizer.alpha=-1", r"regularizer.alpha=-1"),
+        ("regularizer=co_tuning regularizer.weight=-1", r"regularizer.weight=-1"),
+        ("regularizer=joint_train regularizer.batch_size=0", r"regularizer.batch_size=0.*>= 1"),
     ],
 )
 def test_bad_configuration_fails_before_training(make_cfg, override, message):

@@ -31,12 +31,17 @@ def only_run(folder):
 
 
 @pytest.fixture
-def fresh_wandb():
-    """W&B keeps its settings (the server's address) per process: each fake server gets its own."""
+def online_wandb(tmp_path, monkeypatch):
+    """``point_at(url)``: W&B online with an API key, at the server ``url``. W&B keeps its
+    settings (the server's address) per process, so each test starts it afresh."""
     import wandb
 
     wandb.teardown()
-    yield
+    for key, value in offline_wandb_env(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setenv("WANDB_API_KEY", "0" * 40)
+    yield lambda url: monkeypatch.setenv("WANDB_BASE_URL", url)
     wandb.teardown()
 
 
@@ -135,13 +140,9 @@ def test_resume_continues_the_same_wandb_run(make_cfg, tmp_path, monkeypatch):
     assert [row["epoch"] for row in resumed.history if "val/acc" in row] == [1]
 
 
-def test_unreachable_wandb_falls_back_to_offline_quickly(tmp_path, monkeypatch, caplog):
+def test_unreachable_wandb_falls_back_to_offline_quickly(tmp_path, caplog, online_wandb):
     """An API key but no network: W&B would wait ~90 s; the run logs offline instead."""
-    for key, value in offline_wandb_env(tmp_path).items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("WANDB_MODE")
-    monkeypatch.setenv("WANDB_API_KEY", "0" * 40)
-    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
+    online_wandb("http://127.0.0.1:9")  # nothing listens there
     started = time.monotonic()
     logger = make_wandb_logger(str(tmp_path), "ptr-lightning", mode="auto", name="probe")
     try:
@@ -156,9 +157,7 @@ def test_unreachable_wandb_falls_back_to_offline_quickly(tmp_path, monkeypatch, 
 
 
 @pytest.mark.slow  # waits out the init timeout, then starts offline: about 20 s
-def test_a_wandb_server_that_never_answers_falls_back_to_offline(
-    tmp_path, monkeypatch, caplog, fresh_wandb
-):
+def test_a_wandb_server_that_never_answers_falls_back_to_offline(tmp_path, caplog, online_wandb):
     """The server accepts connections but never answers: the short init timeout, then offline."""
     server = socket.create_server(("127.0.0.1", 0))
     held = []
@@ -169,11 +168,7 @@ def test_a_wandb_server_that_never_answers_falls_back_to_offline(
                 held.append(server.accept())
 
     threading.Thread(target=accept_and_stay_silent, daemon=True).start()
-    for key, value in offline_wandb_env(tmp_path).items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("WANDB_MODE")
-    monkeypatch.setenv("WANDB_API_KEY", "0" * 40)
-    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{server.getsockname()[1]}")
+    online_wandb(f"http://127.0.0.1:{server.getsockname()[1]}")
     started = time.monotonic()
     logger = make_wandb_logger(str(tmp_path), "ptr-lightning", init_timeout=5, name="probe")
     try:
@@ -198,9 +193,7 @@ def test_a_group_is_never_an_absolute_path(tmp_path, monkeypatch):
     assert run_group(cfg) == "multirun/2026-12-02/10-00-00"
 
 
-def test_a_server_that_refuses_the_key_is_named_with_its_answer(
-    tmp_path, monkeypatch, caplog, fresh_wandb
-):
+def test_a_server_that_refuses_the_key_is_named_with_its_answer(tmp_path, caplog, online_wandb):
     """A bad API key: the server answers 401 at once; the run logs offline and says why."""
     import http.server
 
@@ -220,11 +213,7 @@ def test_a_server_that_refuses_the_key_is_named_with_its_answer(
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    for key, value in offline_wandb_env(tmp_path).items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("WANDB_MODE")
-    monkeypatch.setenv("WANDB_API_KEY", "0" * 40)
-    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{server.server_address[1]}")
+    online_wandb(f"http://127.0.0.1:{server.server_address[1]}")
     (tmp_path / names.WANDB_RUN_ID_FILE).write_text("resumedrun1\n")  # a resumed run's id
     try:
         logger = make_wandb_logger(str(tmp_path), "ptr-lightning", name="probe")

@@ -73,6 +73,20 @@ def one_of(key: str, options: Collection[str], hint: str = "") -> Rule:
     return Rule(key, lambda v: v in options, f"one of {sorted(options, key=str)}{hint}", kind="any")
 
 
+def numbers(
+    key: str, count: int, allowed: str, test: Callable[[float], bool] = lambda x: True
+) -> Rule:
+    """A list of ``count`` numbers, each passing ``test`` (a scalar or null fails here, naming
+    the key, not later where the list is read)."""
+
+    def holds(values: Any) -> bool:
+        if isinstance(values, str) or not hasattr(values, "__len__"):
+            return False
+        return len(values) == count and all(isinstance(x, int | float) and test(x) for x in values)
+
+    return Rule(key, holds, allowed, kind="any")
+
+
 def check(rules: dict[str, Rule], **values: Any) -> None:
     """Check each ``name=value`` against ``rules[name]``."""
     for name, value in values.items():

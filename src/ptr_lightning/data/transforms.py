@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.transforms.v2 import functional as TF
 
-from ptr_lightning.core.settings import Rule, integer
+from ptr_lightning.core.settings import Rule, integer, numbers
 
 # torchvision's ImageNet weights were trained on inputs normalized with these statistics; a run
 # takes the statistics of its model's weights (``model.input.mean``, ``model.input.std``).
@@ -22,26 +22,16 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _rgb(values, *, positive: bool) -> bool:
-    # A scalar or null fails here, naming the key, not later in list() or torch.tensor().
-    if isinstance(values, str) or not hasattr(values, "__len__"):
-        return False
-    return len(values) == 3 and all(
-        isinstance(x, int | float) and (x > 0 or not positive) for x in values
-    )
-
-
-MEAN_RULE = Rule(
+MEAN_RULE = numbers(
     "dataset.mean",
-    lambda v: _rgb(v, positive=False),
+    3,
     "three numbers, one per RGB channel (model.input.mean gives the weights' own)",
-    kind="any",
 )
-STD_RULE = Rule(
+STD_RULE = numbers(
     "dataset.std",
-    lambda v: _rgb(v, positive=True),
+    3,
     "three numbers > 0, one per RGB channel (model.input.std gives the weights' own)",
-    kind="any",
+    lambda x: x > 0,
 )
 
 

@@ -8,34 +8,12 @@ every Linear layer, and the one whose output *is* the model's output is the clas
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
 from ptr_lightning.core.errors import ConfigError
-
-
-@contextmanager
-def evaluating(model: nn.Module) -> Iterator[nn.Module]:
-    """``model`` in eval mode (one output: no auxiliary logits, no dropout), then each module's
-    own mode back."""
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, training in modes.items():
-            module.training = training
-
-
-def on_meta(model: nn.Module) -> dict[str, Tensor]:
-    """Every parameter and buffer of ``model`` as an empty tensor of its shape on the meta
-    device, for :func:`torch.func.functional_call`."""
-    state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
-    return {name: torch.empty_like(t, device="meta") for name, t in state.items()}
+from ptr_lightning.core.tensors import evaluating, on_meta
 
 
 def run_on_meta(model: nn.Module, input_size: int, *, what: str) -> dict[str, Tensor]:

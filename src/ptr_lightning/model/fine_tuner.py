@@ -146,10 +146,14 @@ class FineTuner(L.LightningModule):
         self.regularizer.on_fit_start(data)
 
     def target_training_images(self) -> Iterator[tuple[Tensor, Tensor]]:
-        """The target's training images in their data set's order, as evaluation sees them (view
-        0 of the validation transform), on the device; the same on every process."""
+        """The target's training images in a fixed shuffled order, as evaluation sees them (view
+        0 of the validation transform), on the device; the same on every process and run.
+        Shuffled: data sets list their images class by class, and DELTA reads only the first
+        ``attention_images``, which should span the classes."""
         datamodule = self.trainer.datamodule
-        loader = DataLoader(datamodule.train_dataset, batch_size=datamodule.eval_batch_size)
+        dataset = datamodule.train_dataset
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0)).tolist()
+        loader = DataLoader(dataset, batch_size=datamodule.eval_batch_size, sampler=order)
         for images, labels in loader:
             yield self.val_transform(images.to(self.device))[:, 0], labels.to(self.device)
 

@@ -21,19 +21,14 @@ from torch import nn
 from torch.optim import Optimizer
 
 from ptr_lightning.core.errors import ConfigError
-from ptr_lightning.core.settings import Rule, check, fraction, non_negative, positive
+from ptr_lightning.core.settings import Rule, check, fraction, non_negative, numbers, positive
 
 # Keys of an optimizer config that are not arguments of the optimizer.
 NOT_ARGUMENTS = ("lr_from_scratch",)
 # Checked where an optimizer config has them; the optimizer checks the rest itself.
 ARGUMENT_RULES = {
     "momentum": fraction("optimizer.momentum", low_closed=True),
-    "betas": Rule(
-        "optimizer.betas",
-        lambda v: len(v) == 2 and all(isinstance(b, int | float) and 0 <= b < 1 for b in v),
-        "two numbers in [0, 1)",
-        kind="any",
-    ),
+    "betas": numbers("optimizer.betas", 2, "two numbers in [0, 1)", lambda b: 0 <= b < 1),
     "eps": positive("optimizer.eps"),
 }
 LAYER_DECAY_RULE = Rule(
@@ -48,7 +43,7 @@ def optimizer_arguments(node: DictConfig) -> DictConfig:
     """The ``optimizer`` config without its non-argument keys, each known argument checked."""
     for key, rule in ARGUMENT_RULES.items():
         if key in node:
-            rule.check(OmegaConf.to_object(node[key]) if key == "betas" else node[key])
+            rule.check(node[key])
     return OmegaConf.masked_copy(node, [key for key in node if key not in NOT_ARGUMENTS])
 
 

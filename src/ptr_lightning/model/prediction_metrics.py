@@ -21,6 +21,8 @@ from torchmetrics.functional.classification import (
     multiclass_confusion_matrix,
 )
 
+from ptr_lightning.core.tensors import at_least_float32
+
 N_BINS = 15  # torchmetrics' default number of calibration bins
 
 
@@ -97,7 +99,7 @@ def reliability_bins(
 
 def entropy_bits(probabilities: Tensor) -> Tensor:
     """Entropy in bits of each row of class probabilities (0 log 0 taken as 0)."""
-    p = probabilities.detach().to(torch.promote_types(probabilities.dtype, torch.float32))
+    p = at_least_float32(probabilities.detach())
     return -torch.special.xlogy(p, p).sum(dim=-1) / math.log(2.0)
 
 

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from ptr_lightning.core import names
 from ptr_lightning.core.settings import check, integer
+from ptr_lightning.core.tensors import at_least_float32
 from ptr_lightning.ptr import global_norm, parameter_gradients
 
 
@@ -64,13 +65,9 @@ class TelemetrySettings:
         return self.enabled and step % self.every_n_steps == 0
 
 
-def _float32(x: Tensor) -> Tensor:
-    return x.detach().to(torch.promote_types(x.dtype, torch.float32))
-
-
 def feature_statistics(features: Tensor) -> dict[str, Tensor]:
     """Mean, standard deviation and share of exact zeros (dead ReLUs) of the feature tensor."""
-    x = _float32(features)
+    x = at_least_float32(features.detach())
     return {
         names.FEAT_MEAN: x.mean(),
         names.FEAT_STD: x.std(),
@@ -81,7 +78,11 @@ def feature_statistics(features: Tensor) -> dict[str, Tensor]:
 def row_gradients(loss: Tensor, features: Tensor) -> Tensor:
     """``d loss / d features`` (B, D) in float32, zeros if ``loss`` does not depend on them."""
     (grad,) = torch.autograd.grad(loss, features, retain_graph=True, allow_unused=True)
-    return torch.zeros_like(_float32(features)) if grad is None else _float32(grad)
+    return (
+        torch.zeros_like(at_least_float32(features.detach()))
+        if grad is None
+        else at_least_float32(grad.detach())
+    )
 
 
 def coherence(rows: Tensor) -> Tensor:
@@ -100,7 +101,10 @@ def summed_norm(rows: Tensor) -> Tensor:
 
 def cosine(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
     """Cosine of two gradients given as lists of per-parameter tensors; 0 if one is zero."""
-    dot = sum((_float32(x) * _float32(y)).sum() for x, y in zip(a, b, strict=True))
+    dot = sum(
+        (at_least_float32(x.detach()) * at_least_float32(y.detach())).sum()
+        for x, y in zip(a, b, strict=True)
+    )
     norms = global_norm(a) * global_norm(b)
     return torch.where(norms > 0, dot / norms, torch.zeros_like(norms))
 

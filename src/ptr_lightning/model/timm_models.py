@@ -24,7 +24,7 @@ PRETRAINED = "pretrained"
 RUN_CHECKPOINT_SUFFIX = ".ckpt"  # a Lightning checkpoint of an earlier run of this project
 WEIGHTS_RULE = Rule(
     "model.weights",
-    lambda v: v is None or str(v) == PRETRAINED or str(v) != "imagenet",
+    lambda v: str(v) != "imagenet",
     "pretrained (timm's weights of the model's tag), null or a path, with model=timm",
     kind="any",
 )
@@ -93,8 +93,8 @@ class TimmModels:
             )
 
     def build(self, model_cfg) -> tuple[nn.Module, str]:
-        """The model with ``model.weights`` loaded, and its classifier's name."""
-        self.check(model_cfg)
+        """The model with ``model.weights`` loaded, and its classifier's name (its settings
+        checked by :meth:`check` first)."""
         timm, name, weights = import_timm(), model_cfg.name, model_cfg.weights
         kwargs = dict(model_cfg.kwargs or {})
         from_run = weights is not None and Path(str(weights)).suffix == RUN_CHECKPOINT_SUFFIX

@@ -55,10 +55,18 @@ class TorchvisionModels:
                 "model.layer_decay needs model.layers: regular expressions that place the "
                 "backbone's parameters in layers (the vit_b_16 and swin_t presets have them)"
             )
+        for pattern in model_cfg.get("layers") or []:
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise ConfigError(
+                    f"model.layers: {pattern!r} is not a regular expression ({err})"
+                ) from None
 
     def build(self, model_cfg) -> tuple[nn.Module, str]:
-        """The model with ``model.weights`` loaded, and its classifier's name."""
-        arch = ARCH_RULE.check(model_cfg.arch)
+        """The model with ``model.weights`` loaded, and its classifier's name (its settings
+        checked by :meth:`check` first)."""
+        arch = model_cfg.arch
         kwargs = dict(model_cfg.get("kwargs") or {})
         model = torchvision.models.get_model(arch, weights=None, **kwargs)
         classifier = logits_layer(model, model_cfg.input.size, what=f"model.arch={arch}")
@@ -82,7 +90,13 @@ class TorchvisionModels:
         """Each backbone parameter's depth below the head, for layer-wise learning-rate decay,
         from the ``model.layers`` patterns (:func:`depths_from_patterns`)."""
         names = [name for name, _ in backbone.named_parameters()]
-        return depths_from_patterns(names, list(model_cfg.layers or []))
+        depths = depths_from_patterns(names, list(model_cfg.layers or []))
+        if not any(depths.values()):
+            raise ConfigError(
+                f"model.layers={list(model_cfg.layers or [])} match no parameter of the backbone "
+                f"(e.g. {names[0]!r}): model.layer_decay would change nothing"
+            )
+        return depths
 
 
 def depths_from_patterns(names: Sequence[str], patterns: Sequence[str]) -> dict[str, int]:

@@ -35,7 +35,7 @@ class StepTensors:
 class TrainingData:
     """What a regularizer may read of the run's data when fitting starts.
 
-    ``target_images()`` yields the target's training images in a fixed order, as evaluation
+    ``target_images()`` yields the target's training images in a fixed shuffled order, as evaluation
     sees them (normalized, the centre view), with their labels, on the training device;
     ``train_transform`` turns a uint8 batch on the device into the augmented, normalized one
     that a training step sees; ``restored`` says that the run resumes from a checkpoint.

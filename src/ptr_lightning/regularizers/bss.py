@@ -7,6 +7,7 @@ from torch import Tensor
 
 from ptr_lightning.core import names
 from ptr_lightning.core.settings import check, integer, non_negative
+from ptr_lightning.core.tensors import at_least_float32
 from ptr_lightning.regularizers.base import Regularizer, StepTensors
 
 
@@ -34,8 +35,7 @@ class BatchSpectralShrinkage(Regularizer):
     def forward(self, ce_loss: Tensor, step: StepTensors) -> tuple[Tensor, dict[str, Tensor]]:
         features = step.features.flatten(1)
         with torch.autocast(device_type=features.device.type, enabled=False):
-            dtype = torch.promote_types(features.dtype, torch.float32)
-            sigma = torch.linalg.svdvals(features.to(dtype))  # descending
+            sigma = torch.linalg.svdvals(at_least_float32(features))  # descending
         smallest = sigma[-min(self.k, sigma.numel()) :].pow(2).sum()
         term = self.eta * smallest
         return ce_loss + term, {

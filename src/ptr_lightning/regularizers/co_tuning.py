@@ -10,10 +10,9 @@ from torch import Tensor, nn
 
 from ptr_lightning.core import names
 from ptr_lightning.core.settings import check, non_negative
+from ptr_lightning.core.tensors import at_least_float32, evaluating
 from ptr_lightning.regularizers.base import Regularizer, StepTensors
 from ptr_lightning.regularizers.source_model import (
-    at_least_float32,
-    evaluating,
     last_linear_outputs,
     require_source_classifier,
     source_head,
@@ -56,7 +55,7 @@ class CoTuning(Regularizer):
     def attach(self, backbone: nn.Module, head: nn.Module, source_classifier: nn.Module) -> None:
         source_classifier = require_source_classifier("Co-Tuning", source_classifier)
         self._backbone = (backbone,)
-        self.source_head = source_head(head, source_classifier).requires_grad_(True)
+        self.source_head = source_head(head, source_classifier)
         shape = (last_linear_outputs(head), last_linear_outputs(source_classifier))
         dtype = next(source_classifier.parameters()).dtype
         uniform = torch.full(shape, 1.0 / shape[1], dtype=dtype)

@@ -12,10 +12,9 @@ from torch import Tensor, nn
 from ptr_lightning.core import names
 from ptr_lightning.core.errors import ConfigError
 from ptr_lightning.core.settings import Rule, check, integer, non_negative
+from ptr_lightning.core.tensors import at_least_float32, evaluating, on_meta, squared_norm
 from ptr_lightning.regularizers.base import Regularizer, StepTensors
 from ptr_lightning.regularizers.source_model import (
-    at_least_float32,
-    evaluating,
     frozen,
     require_source_classifier,
     source_head,
@@ -165,12 +164,8 @@ class DELTA(Regularizer):
     def _channels(self) -> dict[str, int]:
         """Each layer's channel count, from a forward pass on the meta device (no compute)."""
         assert self.source is not None
-        meta = {
-            name: torch.empty_like(t, device="meta")
-            for name, t in [*self.source.named_parameters(), *self.source.named_buffers()]
-        }
         probe = torch.empty(1, 3, PROBE_SIZE, PROBE_SIZE, device="meta")
-        maps = self.record_source_maps(probe, meta)
+        maps = self.record_source_maps(probe, on_meta(self.source))
         not_maps = [name for name in self.layers if maps[name].dim() != 4]
         if not_maps:
             raise ConfigError(
@@ -196,31 +191,35 @@ class DELTA(Regularizer):
         target training images."""
         images = _first_images(batches, self.attention_images)
         with evaluating(self.source, self.source_classifier):
+            logits = self.source_logits(images)  # once for every layer
+            predicted = logits.argmax(dim=-1)
+            base = F.cross_entropy(logits, predicted, reduction="none")
+            one_image = self.record_source_maps(images[:1])
             for name in self.layers:
-                scores = self.channel_scores(images, name)
+                per_image = one_image[name][0].numel()
+                scores = self.channel_scores(images, name, predicted, base, per_image)
                 self.attention(name).copy_(attention_from_scores(scores))
 
-    def channel_scores(self, images: Tensor, layer: str) -> Tensor:
-        """How much the source model's cross-entropy against its own predictions grows when
-        each channel of ``layer`` is set to 0, averaged over ``images``.
+    def channel_scores(
+        self, images: Tensor, layer: str, predicted: Tensor, base: Tensor, per_image: int
+    ) -> Tensor:
+        """How much the source model's cross-entropy against its own predictions
+        (``predicted``, with cross-entropy ``base``) grows when each channel of ``layer`` (of
+        ``per_image`` elements per image) is set to 0, averaged over ``images``.
 
         The network runs up to ``layer`` on a group of images; there each image's map is
         copied, once per channel removed, and only the rest of the network runs on the copies
         (so after ``layer`` everything must depend on its output alone: no skip connection
         around it). Groups and channels per pass are as large as :data:`ABLATION_ELEMENTS`
         allows, so that the part before ``layer`` runs as few times as it can."""
-        logits = self.source_logits(images)
-        predicted = logits.argmax(dim=-1)
-        base = F.cross_entropy(logits, predicted, reduction="none")
         channels = len(self.attention(layer))
-        per_image = self.record_source_maps(images[:1])[layer][0].numel()
         group = min(len(images), max(1, ABLATION_ELEMENTS // (channels * per_image)))
         per_pass = min(channels, max(1, ABLATION_ELEMENTS // (group * per_image)))
-        totals = logits.new_zeros(channels)
+        totals = base.new_zeros(channels)
         for start in range(0, len(images), group):
             rows = slice(start, start + group)
             for first in range(0, channels, per_pass):
-                removed = torch.arange(first, min(first + per_pass, channels), device=logits.device)
+                removed = torch.arange(first, min(first + per_pass, channels), device=base.device)
                 losses = self.ablated_losses(images[rows], predicted[rows], layer, removed)
                 totals[removed] += (losses - base[rows]).sum(dim=1)
         return totals / len(images)
@@ -266,7 +265,7 @@ class DELTA(Regularizer):
             squared = (fine_tuned - source).pow(2).flatten(2).sum(dim=2)  # (B, C)
             weighted = (squared * self.attention(name).to(squared.dtype)).sum()
             distance = distance + 0.5 * channels / positions * weighted
-        head_sq = sum(at_least_float32(p).pow(2).sum() for p in self._head[0].parameters())
+        head_sq = sum(squared_norm(p) for p in self._head[0].parameters())
         term = self.alpha * distance + 0.5 * self.beta * head_sq
         return ce_loss + term, {
             names.TRAIN_REG_LOSS: term.detach(),

@@ -12,9 +12,9 @@ from torch import Tensor, nn
 from ptr_lightning.core import names
 from ptr_lightning.core.errors import ConfigError
 from ptr_lightning.core.settings import check, integer, non_negative
+from ptr_lightning.core.tensors import at_least_float32
 from ptr_lightning.regularizers.base import Regularizer, StepTensors, TrainingData
 from ptr_lightning.regularizers.source_model import (
-    at_least_float32,
     last_linear_outputs,
     require_source_classifier,
     source_head,
@@ -96,7 +96,7 @@ class JointTraining(Regularizer):
                 "folder>/checkpoints/last.ckpt), or regularizer.source_root its training images."
             )
         self._backbone = (backbone,)
-        self.source_head = source_head(head, source_classifier).requires_grad_(True)
+        self.source_head = source_head(head, source_classifier)
 
     def on_fit_start(self, data: TrainingData) -> None:
         self.source.setup()

@@ -7,12 +7,8 @@ from torch import Tensor, nn
 
 from ptr_lightning.core import names
 from ptr_lightning.core.settings import check, non_negative
+from ptr_lightning.core.tensors import squared_norm
 from ptr_lightning.regularizers.base import Regularizer, StepTensors
-
-
-def _sq_norm(x: Tensor) -> Tensor:
-    # At least float32: summing ~1e8 squared half-precision differences would lose the penalty.
-    return x.to(torch.promote_types(x.dtype, torch.float32)).pow(2).sum()
 
 
 class L2SP(Regularizer):
@@ -70,12 +66,12 @@ class L2SP(Regularizer):
         zero = ce_loss.new_zeros((), dtype=torch.float32)
         source = sum(
             (
-                _sq_norm(param - getattr(self, self.buffer_name(name)))
+                squared_norm(param - getattr(self, self.buffer_name(name)))
                 for name, param in backbone.named_parameters()
             ),
             zero,
         )
-        new = sum((_sq_norm(param) for param in head.parameters()), zero)
+        new = sum((squared_norm(param) for param in head.parameters()), zero)
         term = 0.5 * self.alpha * source + 0.5 * self.beta * new
         return ce_loss + term, {
             names.TRAIN_REG_LOSS: term.detach(),

@@ -10,9 +10,9 @@ from torch import Tensor, nn
 
 from ptr_lightning.core import names
 from ptr_lightning.core.settings import check, non_negative, positive
+from ptr_lightning.core.tensors import at_least_float32
 from ptr_lightning.regularizers.base import Regularizer, StepTensors
 from ptr_lightning.regularizers.source_model import (
-    at_least_float32,
     frozen,
     require_source_classifier,
     source_head,
@@ -62,7 +62,7 @@ class LearningWithoutForgetting(Regularizer):
 
     def attach(self, backbone: nn.Module, head: nn.Module, source_classifier: nn.Module) -> None:
         source_classifier = require_source_classifier("LwF", source_classifier)
-        self.old_head = source_head(head, source_classifier).requires_grad_(True)
+        self.old_head = source_head(head, source_classifier)
         self.teacher = frozen(
             nn.Sequential(copy.deepcopy(backbone), *source_head(head, source_classifier))
         )

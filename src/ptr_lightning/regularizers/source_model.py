@@ -3,18 +3,10 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
 from ptr_lightning.core.errors import ConfigError
-
-
-def at_least_float32(x: Tensor) -> Tensor:
-    """``x`` in float32 or wider: softmax and KL of half-precision logits lose the small terms."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 def require_source_classifier(method: str, source_classifier: nn.Module | None) -> nn.Module:
@@ -38,26 +30,14 @@ def last_linear_outputs(head: nn.Module) -> int:
 def source_head(head: nn.Module, source_classifier: nn.Module) -> nn.Sequential:
     """A copy of the source model's path from the feature tensor to the source classes: the
     head's modules before its last Linear layer (VGG's dropout), which belong to the source
-    path too, then the source classifier that the new classifier replaced."""
+    path too, then the source classifier that the new classifier replaced. Trainable;
+    :func:`frozen` makes a fixed copy of it."""
     between = list(head.children())[:-1] if isinstance(head, nn.Sequential) else []
-    return nn.Sequential(*copy.deepcopy(between), copy.deepcopy(source_classifier))
+    path = nn.Sequential(*copy.deepcopy(between), copy.deepcopy(source_classifier))
+    return path.requires_grad_(True)
 
 
 def frozen(module: nn.Module) -> nn.Module:
     """``module`` with ``requires_grad=False`` and in eval mode (dropout off, BatchNorm with the
     source's statistics). Its owner keeps it in eval mode whatever ``.train()`` is called with."""
     return module.requires_grad_(False).eval()
-
-
-@contextmanager
-def evaluating(*modules: nn.Module) -> Iterator[None]:
-    """Every module (and submodule) of ``modules`` in eval mode inside the block; their own
-    modes back afterwards."""
-    modes = [(m, m.training) for module in modules for m in module.modules()]
-    for module in modules:
-        module.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes:
-            m.training = mode

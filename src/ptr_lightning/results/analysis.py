@@ -40,6 +40,7 @@ from ptr_lightning.results.predictions import PredictionsError, aligned, load_pr
 from ptr_lightning.results.runs import (
     Group,
     Run,
+    folder_problem,
     group_runs,
     is_run_dir,
     load_runs,
@@ -286,9 +287,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"analysis: {err}", file=sys.stderr)
             return 1
         return 0
-    missing = [path for path in args.paths if not path.is_dir()]
-    if missing:
-        print(f"analysis: no such folder: {', '.join(map(str, missing))}", file=sys.stderr)
+    problem = folder_problem(args.paths)
+    if problem:
+        print(f"analysis: {problem}", file=sys.stderr)
         return 1
     groups, left_out = pair_runs(load_runs(args.paths), args.split)
     if not groups:

@@ -30,6 +30,7 @@ from ptr_lightning.results.runs import (
     BASELINE,
     Group,
     Run,
+    folder_problem,
     format_value,
     group_runs,
     load_runs,
@@ -267,9 +268,9 @@ def unknown_metric(runs: Sequence[Run], metric: str) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """The CLI; returns 0 when at least one run was aggregated, else 1."""
     args = parse_args(argv)
-    missing = [folder for folder in args.folders if not folder.is_dir()]
-    if missing:
-        print(f"report: no such folder: {', '.join(map(str, missing))}", file=sys.stderr)
+    problem = folder_problem(args.folders)
+    if problem:
+        print(f"report: {problem}", file=sys.stderr)
         return 1
     runs = load_runs(args.folders)
     if not runs:

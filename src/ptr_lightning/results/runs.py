@@ -161,6 +161,18 @@ def is_run_dir(path: Path) -> bool:
     return (path / names.CONFIG_FILE).is_file() or (path / names.HYDRA_DIR).is_dir()
 
 
+def folder_problem(paths: Iterable[Path]) -> str | None:
+    """What is wrong with ``paths`` as folders of runs, for the tools' one-line error."""
+    paths = list(paths)
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        return f"no such folder: {', '.join(missing)}"
+    files = [str(p) for p in paths if not p.is_dir()]
+    if files:
+        return f"not a folder: {', '.join(files)} (give the folders that hold the runs)"
+    return None
+
+
 def find_run_dirs(roots: Iterable[Path]) -> list[Path]:
     """Every run folder at or below ``roots``, without looking inside run folders."""
     found: dict[Path, Path] = {}

@@ -106,7 +106,9 @@ def fit_and_test(cfg: DictConfig, components: Components, out: Path) -> dict[str
         logger.log_hyperparams(hyperparameters(cfg, run.module))
     try:
         metrics, last_logged = fit_test_predict(run, ckpt_path)
-        before = earlier.get("seconds", run.clock.before)
+        # The larger: a finished run's metrics.json also counts its test; a checkpoint written
+        # after it (a resume interrupted before finishing) counts the processes since.
+        before = max(earlier.get("seconds", 0.0), run.clock.before)
         metrics = {**earlier, **metrics, "seconds": round(before + run.clock.elapsed(), 1)}
         if run.trainer.is_global_zero:
             predictions = final_predictions(run.module, run.datamodule)

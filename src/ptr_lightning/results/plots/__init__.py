@@ -46,7 +46,7 @@ from ptr_lightning.results.plots.predictions import (
 )
 from ptr_lightning.results.plots.training import heatmap_r_m, learning_curves, ptr_telemetry
 from ptr_lightning.results.predictions import PredictionsError, predictions_file
-from ptr_lightning.results.runs import Group, Run, group_runs, load_runs
+from ptr_lightning.results.runs import Group, Run, folder_problem, group_runs, load_runs
 
 DPI = 90
 
@@ -163,9 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--metric", default=names.TEST_ACC, help="metrics.json key of the heat map")
     args = parser.parse_args(argv)
-    missing = [folder for folder in args.folders if not folder.is_dir()]
-    if missing:
-        print(f"plots: no such folder: {', '.join(map(str, missing))}", file=sys.stderr)
+    problem = folder_problem(args.folders)
+    if problem:
+        print(f"plots: {problem}", file=sys.stderr)
         return 1
     out = args.out or args.folders[0] / names.PLOTS_DIR
     problem = writable(out)
