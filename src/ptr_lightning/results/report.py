@@ -114,14 +114,12 @@ def group_notes(group: Group) -> list[str]:
     repeated = sorted({str(s) for s in seeds if seeds.count(s) > 1})
     if repeated:
         notes.append(f"seed {', '.join(repeated)} repeated (overlapping folders?)")
-    epochs = group.switch_epochs
-    if epochs is not None and None in epochs:
-        off = sum(e is None for e in epochs)
-        if off == len(epochs):
-            cause = never_switched_on(group.first.switch_rule, " in any run")
-            notes.append(f"{cause}: these runs are plain fine-tuning")
-        else:
-            notes.append(f"the pseudo-task never switched on in {off} of {len(epochs)} runs")
+    if group.never_switched_on:
+        cause = never_switched_on(group.first.switch_rule, " in any run")
+        notes.append(f"{cause}: these runs are plain fine-tuning")
+    elif group.switched_on is not None and group.switched_on[0] < group.switched_on[1]:
+        on, runs = group.switched_on
+        notes.append(f"the pseudo-task never switched on in {runs - on} of {runs} runs")
     if group.no_baseline_because:
         notes.append(f"no gain: {group.no_baseline_because}")
     return notes
@@ -140,6 +138,14 @@ def switch_cell(group: Group) -> str:
         return f"never (0/{len(epochs)})"
     span = f"{on[0]}" if on[0] == on[-1] else f"{on[0]}-{on[-1]}"
     return f"{len(on)}/{len(epochs)} from ep {span}"
+
+
+def on_runs(group: Group) -> str:
+    """The CSV's ``pseudo_task_on_runs``: ``2/3``, ``never``; blank without a pseudo-task."""
+    if group.switched_on is None:
+        return ""
+    on, runs = group.switched_on
+    return "never" if on == 0 else f"{on}/{runs}"
 
 
 def table_row(summary: Summary, with_switch: bool) -> list[str]:
@@ -212,7 +218,7 @@ def render_csv(summaries: Sequence[Summary], metric: str) -> str:
                 "" if s.error_rate_reduction is None else repr(s.error_rate_reduction),
                 baseline.label if baseline else "",
                 "" if s.baseline_mean is None else repr(s.baseline_mean),
-                switch_cell(group).split(" ")[0] if group.switch_epochs is not None else "",
+                on_runs(group),
                 " ".join("-" if e is None else str(e) for e in group.switch_epochs or []),
                 " ".join(str(seed) for seed in group.seeds),
                 " ".join(str(run.path) for run in group.runs),

@@ -316,9 +316,15 @@ class Group:
         return [m.get("ptr_switch_epoch") for m in metrics]
 
     @property
-    def never_switched_on(self) -> bool:
+    def switched_on(self) -> tuple[int, int] | None:
+        """(runs whose pseudo-task switched on, runs); None for a method without one."""
         epochs = self.switch_epochs
-        return epochs is not None and all(e is None for e in epochs)
+        return None if epochs is None else (sum(e is not None for e in epochs), len(epochs))
+
+    @property
+    def never_switched_on(self) -> bool:
+        counts = self.switched_on
+        return counts is not None and counts[0] == 0
 
 
 def compared_settings(run: Run) -> tuple[tuple[str, Any], ...]:

@@ -151,8 +151,7 @@ def draw_panel(ax: Any, fig: Figure, plot: Plot, cells: list[Group], metric: str
             fontsize=8,
             path_effects=[withStroke(linewidth=2.5, foreground="white")],
         )  # any background
-        epochs = cell.switch_epochs or []
-        on = f"{sum(e is not None for e in epochs)}/{len(epochs)}" if epochs else ""
+        on = "" if cell.switched_on is None else "{}/{}".format(*cell.switched_on)
         row = [cell.dataset, cell.backbone, cell.method, cell.settings[PTR_R], cell.settings[PTR_M]]
         plot.rows.append([*row, len(values), mean, std, ft_mean, ft_std, mean - ft_mean, on])
     span = np.nanmax(np.abs(gain)) or 1.0
